@@ -1,0 +1,387 @@
+//! The client API every peer serves: objects (put, delete, get, list,
+//! watch) and cluster status and membership.
+
+use openraft::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::api::cluster_client::ClusterClient;
+use flotilla_proto::api::cluster_server::Cluster;
+use flotilla_proto::api::objects_server::Objects;
+use flotilla_proto::api::{
+    DeleteRequest, DeleteResponse, EventType as PbEventType, GetRequest, GetResponse, JoinRequest, JoinResponse,
+    ListRequest, ListResponse, PeerStatus, PreconditionKind, PutRequest, PutResponse, StatusRequest, StatusResponse,
+    WatchEvent, WatchRequest,
+};
+use flotilla_raft::AppliedEvent;
+use flotilla_store::{Event, EventType, MAX_OBJECT_BYTES, ObjectKey, Op, OpResult, Precondition, ReadError, WriteError};
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Request, Response, Status};
+
+use crate::PeerCore;
+use crate::proposer::ProposeError;
+
+/// Events a watch replays from history per read of the store, so one slow
+/// watcher never holds the state lock for long.
+const WATCH_PAGE: usize = 1_000;
+/// Events buffered per watch stream before the watcher waits.
+const WATCH_BUFFER: usize = 256;
+/// How long a linearizable read waits for this replica to catch up.
+const READ_CATCH_UP: Duration = Duration::from_secs(5);
+
+pub struct ObjectsService {
+    pub core: Arc<PeerCore>,
+}
+
+pub struct ClusterService {
+    pub core: Arc<PeerCore>,
+}
+
+fn key_from(key: Option<flotilla_proto::api::ObjectKey>) -> Result<ObjectKey, Status> {
+    let k = key.ok_or_else(|| Status::invalid_argument("key: required"))?;
+    let key = ObjectKey::new(k.kind, k.namespace, k.name);
+    key.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(key)
+}
+
+fn precondition_from(p: Option<flotilla_proto::api::Precondition>) -> Result<Precondition, Status> {
+    let Some(p) = p else { return Ok(Precondition::None) };
+    match PreconditionKind::try_from(p.kind) {
+        Ok(PreconditionKind::None) => Ok(Precondition::None),
+        Ok(PreconditionKind::MustNotExist) => Ok(Precondition::MustNotExist),
+        Ok(PreconditionKind::MustExist) => Ok(Precondition::MustExist),
+        Ok(PreconditionKind::Revision) if p.revision > 0 => Ok(Precondition::Revision(p.revision)),
+        Ok(PreconditionKind::Revision) => Err(Status::invalid_argument("precondition.revision: required for REVISION")),
+        Err(_) => Err(Status::invalid_argument(format!("precondition.kind: unknown value {}", p.kind))),
+    }
+}
+
+pub(crate) fn propose_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::Busy => Status::resource_exhausted(e.to_string()),
+        ProposeError::Indeterminate(_) => Status::unknown(e.to_string()),
+        ProposeError::NoLeader | ProposeError::ShuttingDown | ProposeError::NotLeader => Status::unavailable(e.to_string()),
+    }
+}
+
+fn write_status(e: WriteError) -> Status {
+    match &e {
+        WriteError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        WriteError::NotFound { .. } => Status::not_found(e.to_string()),
+        WriteError::Conflict { .. } => Status::aborted(e.to_string()),
+        WriteError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn read_status(e: ReadError) -> Status {
+    Status::out_of_range(e.to_string())
+}
+
+/// A fresh object uid, random like Kubernetes' (UUID version 4 layout).
+fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    let v = u128::from_be_bytes(b) & !(0xf000 << 64) & !(0xc000 << 48) | (0x4000 << 64) | (0x8000 << 48);
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl ObjectsService {
+    async fn write(&self, op: Op) -> Result<OpResult, Status> {
+        let mut results = self.core.proposer.propose(vec![op]).await.map_err(propose_status)?;
+        results.pop().expect("one result per op").map_err(write_status)
+    }
+
+    /// Makes the next local read linearizable: learns the leader's commit
+    /// index through a quorum-confirmed ReadIndex and waits until this
+    /// replica has applied it.
+    async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        let index = self.core.link.read_index().await.map_err(propose_status)?;
+        tokio::time::timeout(READ_CATCH_UP, self.core.store.wait_applied(index))
+            .await
+            .map_err(|_| Status::unavailable(format!("this peer has not caught up to index {index}; try another peer or --stale")))
+    }
+}
+
+#[tonic::async_trait]
+impl Objects for ObjectsService {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = request.into_inner();
+        let key = key_from(req.key)?;
+        if req.object_json.len() > MAX_OBJECT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{key}: object is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes",
+                req.object_json.len()
+            )));
+        }
+        let precondition = precondition_from(req.precondition)?;
+        let op = Op::Put { key, object: req.object_json, precondition, uid: new_uid() };
+        let r = self.write(op).await?;
+        Ok(Response::new(PutResponse { object_json: r.object, revision: r.revision }))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let op = Op::Delete { key: key_from(req.key)?, precondition: precondition_from(req.precondition)? };
+        let r = self.write(op).await?;
+        Ok(Response::new(DeleteResponse { object_json: r.object, revision: r.revision }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = request.into_inner();
+        let key = key_from(req.key)?;
+        self.read_barrier(req.stale).await?;
+        let (object, revision) = self.core.store.read(|s| (s.get(&key).map(|o| o.json.to_string()), s.revision()));
+        let object = object.ok_or_else(|| Status::not_found(format!("{key} not found")))?;
+        Ok(Response::new(GetResponse { object_json: object, revision }))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let req = request.into_inner();
+        if req.kind.is_empty() {
+            return Err(Status::invalid_argument("kind: required"));
+        }
+        self.read_barrier(req.stale).await?;
+        let namespace = (!req.all_namespaces).then_some(req.namespace.as_str());
+        let listed = self.core.store.read(|s| s.list(&req.kind, namespace, req.revision)).map_err(read_status)?;
+        Ok(Response::new(ListResponse {
+            items_json: listed.items.into_iter().map(|(_, o)| o.json.to_string()).collect(),
+            revision: listed.revision,
+        }))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        if req.kind.is_empty() {
+            return Err(Status::invalid_argument("kind: required"));
+        }
+        let filter = WatchFilter {
+            kind: req.kind,
+            namespace: (!req.all_namespaces).then_some(req.namespace),
+        };
+        let from = (req.from_revision > 0).then_some(req.from_revision);
+        let (first_page, live, current) = self.core.store.subscribe(from, WATCH_PAGE);
+        let first_page = first_page.map_err(read_status)?;
+        let start = from.unwrap_or(current);
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let store = self.core.store.clone();
+        tokio::spawn(async move {
+            let mut w = Watcher { filter, tx, last: start, store };
+            w.run(first_page, live).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+struct WatchFilter {
+    kind: String,
+    namespace: Option<String>,
+}
+
+impl WatchFilter {
+    fn matches(&self, key: &ObjectKey) -> bool {
+        key.kind == self.kind && self.namespace.as_ref().is_none_or(|ns| key.namespace == *ns)
+    }
+}
+
+/// Feeds one watch stream: history first, then live events, falling back
+/// to history whenever it lags behind the live channel. `last` is the
+/// revision of the last event looked at, so every event is sent once.
+struct Watcher {
+    filter: WatchFilter,
+    tx: mpsc::Sender<Result<WatchEvent, Status>>,
+    last: u64,
+    store: flotilla_raft::StoreHandle,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Watcher {
+    async fn run(&mut self, first_page: Vec<Event>, mut live: broadcast::Receiver<AppliedEvent>) {
+        let mut page = first_page;
+        // Replay history in pages until it is exhausted.
+        loop {
+            let full = page.len() == WATCH_PAGE;
+            if let Flow::Stop = self.send_all(&page).await {
+                return;
+            }
+            if !full {
+                break;
+            }
+            match self.store.read(|s| s.events_after(self.last, WATCH_PAGE)) {
+                Ok(p) => page = p,
+                Err(e) => return self.fail(read_status(e)).await,
+            }
+        }
+        loop {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = self.tx.closed() => return,
+            };
+            match received {
+                Ok(AppliedEvent::Changes(events)) => {
+                    if let Flow::Stop = self.send_all(&events).await {
+                        return;
+                    }
+                }
+                Ok(AppliedEvent::Reset { revision }) => {
+                    return self
+                        .fail(Status::out_of_range(format!(
+                            "this replica installed a snapshot at revision {revision}: list again and watch from there"
+                        )))
+                        .await;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => loop {
+                    match self.store.read(|s| s.events_after(self.last, WATCH_PAGE)) {
+                        Ok(p) if p.is_empty() => break,
+                        Ok(p) => {
+                            if let Flow::Stop = self.send_all(&p).await {
+                                return;
+                            }
+                        }
+                        Err(e) => return self.fail(read_status(e)).await,
+                    }
+                },
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn send_all(&mut self, events: &[Event]) -> Flow {
+        for e in events {
+            if e.revision <= self.last {
+                continue;
+            }
+            debug_assert_eq!(e.revision, self.last + 1, "events arrive in consecutive revisions");
+            self.last = e.revision;
+            if !self.filter.matches(&e.key) {
+                continue;
+            }
+            let event_type = match e.event_type {
+                EventType::Added => PbEventType::Added,
+                EventType::Modified => PbEventType::Modified,
+                EventType::Deleted => PbEventType::Deleted,
+            };
+            let msg = WatchEvent { r#type: event_type as i32, object_json: e.object.to_string(), revision: e.revision };
+            if self.tx.send(Ok(msg)).await.is_err() {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn fail(&self, status: Status) {
+        let _ = self.tx.send(Err(status)).await;
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let core = &self.core;
+        let local = request.into_inner().local;
+        if !local
+            && let Some((leader, addr)) = core.link.leader().await
+            && leader != core.id
+            && let Ok(channel) = core.channels.get(&addr)
+        {
+            let mut req = Request::new(StatusRequest { local: true });
+            req.set_timeout(Duration::from_secs(2));
+            if let Ok(r) = ClusterClient::new(channel).status(req).await {
+                return Ok(r);
+            }
+        }
+        Ok(Response::new(core.local_status()))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let req = request.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("id: must be at least 1"));
+        }
+        if req.addr.is_empty() {
+            return Err(Status::invalid_argument("addr: required"));
+        }
+        let core = &self.core;
+        let (leader, addr) = core.link.leader().await.ok_or_else(|| Status::unavailable("no leader yet"))?;
+        if leader == core.id {
+            core.membership
+                .add_learner(&core.raft, req.id, req.addr)
+                .await
+                .map_err(|e| Status::unavailable(format!("adding peer failed: {e}")))?;
+            return Ok(Response::new(JoinResponse { leader }));
+        }
+        let channel = core.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        ClusterClient::new(channel).join(Request::new(req)).await
+    }
+}
+
+impl PeerCore {
+    /// This peer's view of the cluster. On the leader it includes how far
+    /// each peer has replicated and when it last answered.
+    pub fn local_status(&self) -> StatusResponse {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let leader = m.current_leader;
+        let silence_limit = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
+        let peers = membership
+            .nodes()
+            .map(|(&id, node)| {
+                let voter = voters.contains(&id);
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+                let acked = m.heartbeat.as_ref().and_then(|h| h.get(&id).cloned().flatten()).map(|at| at.elapsed());
+                let state = if Some(id) == leader {
+                    "leader".to_string()
+                } else if id == self.id {
+                    match m.state {
+                        openraft::ServerState::Candidate => "candidate".into(),
+                        openraft::ServerState::Learner => "learner".into(),
+                        openraft::ServerState::Shutdown => "shutdown".into(),
+                        _ if voter => "follower".into(),
+                        _ => "learner".into(),
+                    }
+                } else if m.heartbeat.is_some() && acked.is_none_or(|a| a > silence_limit) {
+                    "unreachable".into()
+                } else if voter {
+                    "follower".into()
+                } else {
+                    "learner".into()
+                };
+                PeerStatus {
+                    id,
+                    addr: node.addr.clone(),
+                    state,
+                    voter,
+                    matched_index: if id == self.id { m.last_log_index.unwrap_or(0) } else { matched.unwrap_or(0) },
+                    last_ack_ms: if id == self.id { 0 } else { acked.map_or(-1, |a| a.as_millis() as i64) },
+                }
+            })
+            .collect();
+        StatusResponse {
+            cluster_id: self.membership.cluster_id(),
+            answered_by: self.id,
+            leader: leader.unwrap_or(0),
+            has_leader: leader.is_some(),
+            term: m.current_term,
+            commit_index: [&m.local_committed, &m.cluster_committed].iter().filter_map(|c| c.as_ref().map(|l| l.index)).max().unwrap_or(0),
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            revision: self.store.read(|s| s.revision()),
+            voters,
+            learners,
+            peers,
+            max_voters: self.config.max_voters,
+        }
+    }
+}

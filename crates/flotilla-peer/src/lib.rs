@@ -1,0 +1,158 @@
+//! The Flotilla peer daemon: opens the data directory, starts Raft over
+//! RocksDB and tonic, serves the peer and client APIs on one address, joins
+//! or bootstraps the cluster, and shuts down cleanly.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod identity;
+pub mod membership;
+pub mod proposer;
+pub mod transport;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use flotilla_proto::api::cluster_server::ClusterServer;
+use flotilla_proto::api::objects_server::ObjectsServer;
+use flotilla_proto::raft::raft_transport_server::RaftTransportServer;
+use flotilla_raft::network::{Channels, MAX_PEER_MESSAGE_BYTES, NetworkFactory};
+use flotilla_raft::{Backend, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
+use tokio::sync::watch;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::PeerConfig;
+use crate::identity::{IdentityError, IdentityFile};
+use crate::membership::ClusterMembership;
+use crate::proposer::{LeaderLink, Proposer};
+use crate::transport::TransportService;
+
+/// Largest request a client may send. Objects are capped at 1 MiB; the
+/// rest is headroom for the envelope. Larger requests are refused by the
+/// transport with a clear error and never reach the store.
+pub const MAX_CLIENT_REQUEST_BYTES: usize = flotilla_store::MAX_OBJECT_BYTES + 64 * 1024;
+/// Largest reply to a client (a list of many objects).
+const MAX_CLIENT_REPLY_BYTES: usize = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("listen: cannot bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Everything the services share.
+pub struct PeerCore {
+    pub id: u64,
+    pub config: PeerConfig,
+    pub raft: Raft,
+    pub store: StoreHandle,
+    pub proposer: Proposer,
+    pub link: LeaderLink,
+    pub membership: Arc<ClusterMembership>,
+    pub channels: Channels,
+}
+
+fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
+    let t = &config.timing;
+    openraft::Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.raft.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: config.raft.keep_logs_after_snapshot,
+        snapshot_max_chunk_size: config.raft.snapshot_chunk_bytes as u64,
+        // Entries per append RPC: bounds message size while letting a
+        // lagging follower catch up quickly.
+        max_payload_entries: 512,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| PeerError::Raft(e.to_string()))
+}
+
+/// Runs a peer until `shutdown` resolves, then stops it cleanly: the
+/// servers stop accepting, Raft stops, and the storage is synced.
+pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), PeerError> {
+    let data_dir = config.data_dir.clone();
+    let dir_error = |source| PeerError::DataDir { dir: data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+    let db_path: PathBuf = data_dir.join("db");
+    let identity_file = IdentityFile::new(&data_dir);
+    let record = identity_file.load_or_create(&config.cluster, config.id, db_path.exists())?;
+    let backend: Arc<dyn Backend> = Arc::new(RocksBackend::open(&db_path).map_err(dir_error)?);
+    let log_store = LogStore::new(backend.clone());
+    let state_machine = StateMachine::open(
+        backend.clone(),
+        Some(data_dir.join("snapshot.bin")),
+        flotilla_store::DEFAULT_HISTORY_LIMIT,
+    )
+    .map_err(dir_error)?;
+    let store = state_machine.handle();
+    let channels = Channels::default();
+    let membership = Arc::new(ClusterMembership::new(config.clone(), identity_file, record, channels.clone()));
+    let network = NetworkFactory {
+        identity: membership.identity.clone(),
+        channels: channels.clone(),
+        snapshot_chunk_bytes: config.raft.snapshot_chunk_bytes,
+    };
+    let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, state_machine)
+        .await
+        .map_err(|e| PeerError::Raft(e.to_string()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
+    let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock);
+    let core = Arc::new(PeerCore {
+        id: config.id,
+        config: config.clone(),
+        raft: raft.clone(),
+        store,
+        proposer,
+        link: link.clone(),
+        membership: membership.clone(),
+        channels,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| PeerError::Bind { addr: config.listen.to_string(), source })?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(membership.clone().bootstrap_or_join(raft.clone(), stop_rx.clone()));
+    tokio::spawn(membership.clone().reconcile_voters(raft.clone(), stop_rx.clone()));
+
+    tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
+    let transport = TransportService::new(raft.clone(), link, membership);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftTransportServer::new(transport)
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .add_service(
+            ObjectsServer::new(api::ObjectsService { core: core.clone() })
+                .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES)
+                .max_encoding_message_size(MAX_CLIENT_REPLY_BYTES),
+        )
+        .add_service(ClusterServer::new(api::ClusterService { core }))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft did not stop cleanly: {e}");
+    }
+    backend.sync().map_err(dir_error)?;
+    tracing::info!("stopped");
+    served.map_err(PeerError::from)
+}
+

@@ -1,0 +1,252 @@
+//! Who is in the cluster: bootstrapping it once, joining it, and keeping
+//! the number of voters at its cap.
+//!
+//! Every peer holds the whole state. At most `max_voters` of them vote;
+//! the rest are learners that replicate everything. The leader promotes a
+//! caught-up learner when a voter seat is free, and replaces a voter it has
+//! not heard from for `replace_voter_after_ms` (the old voter stays a
+//! learner and catches up when it returns).
+
+use openraft::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_proto::api::JoinRequest;
+use flotilla_proto::api::cluster_client::ClusterClient;
+use flotilla_proto::raft::HelloRequest;
+use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
+use flotilla_raft::Raft;
+use flotilla_raft::network::{Channels, ClusterIdentity};
+use openraft::ChangeMembers;
+use openraft::impls::BasicNode;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::PeerConfig;
+use crate::identity::{Identity, IdentityError, IdentityFile};
+
+/// How often a peer that is not yet a member retries bootstrap or join.
+const BOOTSTRAP_RETRY: Duration = Duration::from_millis(300);
+const HELLO_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the leader reviews voters and learners.
+const RECONCILE_EVERY: Duration = Duration::from_millis(500);
+/// A learner within this many entries of the leader counts as caught up.
+const CATCH_UP_SLACK: u64 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    #[error("this peer belongs to cluster {mine:?}, the sender to cluster {theirs:?}")]
+    ForeignCluster { mine: String, theirs: String },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+pub struct ClusterMembership {
+    pub id: u64,
+    pub config: PeerConfig,
+    /// The cluster id as the transport sends it.
+    pub identity: ClusterIdentity,
+    file: IdentityFile,
+    /// Serializes learning the cluster id so it is written once.
+    record: Mutex<Identity>,
+    channels: Channels,
+}
+
+impl ClusterMembership {
+    pub fn new(config: PeerConfig, file: IdentityFile, record: Identity, channels: Channels) -> Self {
+        let identity = ClusterIdentity::new(record.cluster_id.clone());
+        Self { id: config.id, config, identity, file, record: Mutex::new(record), channels }
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.identity.get()
+    }
+
+    /// Accepts Raft traffic from `cluster_id`. A peer that has never been in
+    /// a cluster adopts the first one that reaches it, and remembers it
+    /// durably before answering.
+    pub fn accept_cluster(&self, cluster_id: &str) -> Result<(), MembershipError> {
+        let mut record = self.record.lock().expect("identity lock");
+        if record.cluster_id == cluster_id {
+            return Ok(());
+        }
+        if record.cluster_id.is_empty() && !cluster_id.is_empty() {
+            record.cluster_id = cluster_id.to_string();
+            self.file.save(&record)?;
+            self.identity.set(cluster_id.to_string());
+            tracing::info!(cluster_id, "joined cluster");
+            return Ok(());
+        }
+        Err(MembershipError::ForeignCluster { mine: record.cluster_id.clone(), theirs: cluster_id.to_string() })
+    }
+
+    fn is_member(&self, raft: &Raft) -> bool {
+        raft.metrics().borrow_watched().membership_config.membership().get_node(&self.id).is_some()
+    }
+
+    /// Runs until this peer is a member: bootstraps the cluster if this is
+    /// the lowest-id initial peer and a majority of initial peers are fresh,
+    /// otherwise asks the running cluster to add it.
+    pub async fn bootstrap_or_join(self: Arc<Self>, raft: Raft, mut shutdown: watch::Receiver<bool>) {
+        let initial: Vec<_> = {
+            let mut p = self.config.peers.clone();
+            p.sort_by_key(|p| p.id);
+            p
+        };
+        let lowest_initial = initial.first().map(|p| p.id);
+        loop {
+            if self.is_member(&raft) {
+                return;
+            }
+            let mut fresh = 0usize;
+            let mut running = false;
+            for p in initial.iter().filter(|p| p.id != self.id) {
+                if let Some(h) = self.hello(&p.addr).await {
+                    if h.initialized {
+                        running = true;
+                    } else {
+                        fresh += 1;
+                    }
+                }
+            }
+            if running || raft.is_initialized().await.unwrap_or(false) {
+                self.ask_to_join().await;
+            } else if self.config.is_initial_member() && lowest_initial == Some(self.id) {
+                let majority = initial.len() / 2 + 1;
+                if fresh + 1 >= majority {
+                    self.initialize(&raft, &initial).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(BOOTSTRAP_RETRY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn initialize(&self, raft: &Raft, initial: &[crate::config::PeerEntry]) {
+        let cluster_id = new_cluster_id();
+        if let Err(e) = self.accept_cluster(&cluster_id) {
+            tracing::error!("cannot record the new cluster id: {e}");
+            return;
+        }
+        let voters: BTreeMap<u64, BasicNode> = initial
+            .iter()
+            .take(self.config.max_voters as usize)
+            .map(|p| (p.id, BasicNode { addr: p.addr.clone() }))
+            .collect();
+        match raft.initialize(voters.clone()).await {
+            Ok(()) => tracing::info!(cluster_id = %self.cluster_id(), voters = ?voters.keys().collect::<Vec<_>>(), "bootstrapped the cluster"),
+            Err(e) => tracing::warn!("bootstrap skipped: {e}"),
+        }
+    }
+
+    async fn hello(&self, addr: &str) -> Option<flotilla_proto::raft::HelloReply> {
+        let channel = self.channels.get(addr).ok()?;
+        let mut client = RaftTransportClient::new(channel);
+        let mut req = tonic::Request::new(HelloRequest { cluster_id: self.cluster_id() });
+        req.set_timeout(HELLO_TIMEOUT);
+        client.hello(req).await.ok().map(|r| r.into_inner())
+    }
+
+    async fn ask_to_join(&self) {
+        let me = JoinRequest { id: self.id, addr: self.config.advertised_addr() };
+        for p in self.config.peers.iter().filter(|p| p.id != self.id) {
+            let Ok(channel) = self.channels.get(&p.addr) else { continue };
+            let mut req = tonic::Request::new(me.clone());
+            req.set_timeout(Duration::from_secs(2));
+            match ClusterClient::new(channel).join(req).await {
+                Ok(_) => {
+                    tracing::info!(through = %p.addr, "asked to join the cluster");
+                    return;
+                }
+                Err(e) => tracing::debug!(through = %p.addr, "join attempt failed: {}", e.message()),
+            }
+        }
+    }
+
+    /// On the leader: adds a peer as a learner (promotion comes later, from
+    /// [`Self::reconcile_voters`]).
+    pub async fn add_learner(&self, raft: &Raft, id: u64, addr: String) -> Result<(), String> {
+        let current = raft.metrics().borrow_watched().membership_config.membership().get_node(&id).cloned();
+        if current.as_ref().is_some_and(|n| n.addr == addr) {
+            return Ok(());
+        }
+        raft.add_learner(id, BasicNode { addr }, false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// On the leader, forever: promote learners into free voter seats and
+    /// replace voters that have been silent too long.
+    pub async fn reconcile_voters(self: Arc<Self>, raft: Raft, mut shutdown: watch::Receiver<bool>) {
+        let replace_after = Duration::from_millis(self.config.timing.replace_voter_after_ms);
+        let mut leading_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let m = raft.metrics().borrow_watched().clone();
+            if m.current_leader != Some(self.id) {
+                leading_since = None;
+                continue;
+            }
+            let since = *leading_since.get_or_insert_with(Instant::now);
+            let membership = m.membership_config.membership();
+            if membership.get_joint_config().len() > 1 {
+                continue;
+            }
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let learners: BTreeSet<u64> = membership.learner_ids().collect();
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = |id: u64| -> u64 {
+                m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index)
+            };
+            // The leader's own view of when each peer last answered; a peer
+            // never heard from counts from when this leader took over.
+            let silent_for = |id: u64| -> Duration {
+                if id == self.id {
+                    return Duration::ZERO;
+                }
+                let acked = m.heartbeat.as_ref().and_then(|h| h.get(&id).cloned().flatten());
+                match acked {
+                    Some(at) => at.elapsed(),
+                    None => since.elapsed(),
+                }
+            };
+            let healthy = |id: u64| silent_for(id) < Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
+            let candidate = learners.iter().copied().find(|&l| healthy(l) && matched(l) + CATCH_UP_SLACK >= last);
+            let max = self.config.max_voters as usize;
+            let change = if voters.len() < max {
+                candidate.map(|l| {
+                    tracing::info!(learner = l, "promoting a learner to voter");
+                    ChangeMembers::AddVoterIds(BTreeSet::from([l]))
+                })
+            } else {
+                let dead = voters.iter().copied().find(|&v| silent_for(v) >= replace_after);
+                match (dead, candidate) {
+                    (Some(d), Some(l)) => {
+                        tracing::warn!(voter = d, learner = l, "replacing a voter silent for {:?}", silent_for(d));
+                        let mut next = voters.clone();
+                        next.remove(&d);
+                        next.insert(l);
+                        Some(ChangeMembers::ReplaceAllVoters(next))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(change) = change
+                && let Err(e) = raft.change_membership(change, true).await
+            {
+                tracing::warn!("membership change failed: {e}");
+            }
+        }
+    }
+}
+
+/// A random id for a new cluster, from the OS's entropy.
+fn new_cluster_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}

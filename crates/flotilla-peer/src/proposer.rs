@@ -1,0 +1,263 @@
+//! Gets clients' writes into the Raft log, many per entry.
+//!
+//! Concurrent writes are packed into one [`Command`] (one log entry, one
+//! fsync on each peer) and up to [`MAX_IN_FLIGHT`] entries are in flight at
+//! once, so throughput grows with concurrency instead of paying one disk
+//! sync per write. On a follower the whole batch goes to the leader in one
+//! RPC.
+//!
+//! A write is reported as failed only when it certainly was not applied.
+//! When the outcome is unknown (leadership lost mid-flight, a lost reply)
+//! the error says so: retrying blindly could apply a write twice.
+
+use openraft::async_runtime::WatchReceiver as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::raft::RaftRequest;
+use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
+use flotilla_raft::codec::{decode, encode};
+use flotilla_raft::network::{Channels, ClusterIdentity, MAX_PEER_MESSAGE_BYTES};
+use flotilla_raft::Raft;
+use flotilla_store::{Command, CommandResult, Op, OpResult, WriteError};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::clock::Clock;
+
+/// Ops packed into one log entry at most: bounds entry size and the time
+/// one apply holds the state lock.
+pub const MAX_BATCH_OPS: usize = 512;
+/// Log entries proposed and not yet answered, per peer.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Writes waiting to be batched; beyond it clients are told to back off.
+pub const MAX_QUEUED_WRITES: usize = 16_384;
+/// How long a write waits for a leader to be elected before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+const LEADER_POLL: Duration = Duration::from_millis(25);
+/// How long the leader waits for a quorum to accept an entry. A leader cut
+/// off from its quorum would otherwise hold clients forever.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for a batch forwarded to the leader: longer than the leader's
+/// own commit timeout, so the leader's answer arrives first.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    #[error("no leader: the cluster has no quorum right now; the write was not applied")]
+    NoLeader,
+    #[error("the write's outcome is unknown ({0}): it may or may not have been applied")]
+    Indeterminate(String),
+    #[error("this peer is shutting down; the write was not applied")]
+    ShuttingDown,
+    #[error("too many writes are queued on this peer; the write was not applied, try again")]
+    Busy,
+    /// Only between peers: the receiver is not the leader, nothing was
+    /// appended, so the sender may try elsewhere.
+    #[error("not the leader")]
+    NotLeader,
+}
+
+struct Pending {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<Vec<Result<OpResult, WriteError>>, ProposeError>>,
+}
+
+/// The writes of one caller go in order, each caller's batch answered with
+/// one result per op.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    pub fn start(raft: Raft, channels: Channels, identity: ClusterIdentity, clock: Arc<dyn Clock>) -> Self {
+        let (queue, rx) = mpsc::channel(MAX_QUEUED_WRITES);
+        let link = LeaderLink { raft, channels, identity };
+        tokio::spawn(run_batcher(rx, link, clock));
+        Self { queue }
+    }
+
+    pub async fn propose(&self, ops: Vec<Op>) -> Result<Vec<Result<OpResult, WriteError>>, ProposeError> {
+        assert!(!ops.is_empty() && ops.len() <= MAX_BATCH_OPS, "callers bound their op count");
+        let (reply, rx) = oneshot::channel();
+        self.queue.try_send(Pending { ops, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
+            mpsc::error::TrySendError::Closed(_) => ProposeError::ShuttingDown,
+        })?;
+        rx.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+}
+
+async fn run_batcher(mut rx: mpsc::Receiver<Pending>, link: LeaderLink, clock: Arc<dyn Clock>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A write that did not fit the previous entry opens the next one.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Waiting for a slot first lets more writes queue up meanwhile, so
+        // batches grow exactly when the log is the bottleneck.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut ops_total = first.ops.len();
+        let mut batch = vec![first];
+        while ops_total < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(p) if ops_total + p.ops.len() <= MAX_BATCH_OPS => {
+                    ops_total += p.ops.len();
+                    batch.push(p);
+                }
+                Ok(p) => {
+                    carry = Some(p);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let link = link.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            submit_batch(&link, clock.as_ref(), batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, batch: Vec<Pending>) {
+    let mut ops = Vec::with_capacity(batch.iter().map(|p| p.ops.len()).sum());
+    for p in &batch {
+        ops.extend(p.ops.iter().cloned());
+    }
+    let command = Command { time_unix_ms: clock.now_unix_ms(), ops };
+    match link.write(command).await {
+        Ok(mut results) => {
+            for p in batch.into_iter().rev() {
+                let mine = results.split_off(results.len() - p.ops.len());
+                let _ = p.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Reaches the leader: this peer's own Raft if it leads, the leader's
+/// `RaftTransport` otherwise.
+#[derive(Clone)]
+pub struct LeaderLink {
+    pub raft: Raft,
+    pub channels: Channels,
+    pub identity: ClusterIdentity,
+}
+
+impl LeaderLink {
+    /// Writes through the leader, waiting a bounded time for one to exist.
+    pub async fn write(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let result = match self.leader().await {
+                Some((id, _)) if id == *self.raft.node_id() => self.write_here(command.clone()).await,
+                Some((_, addr)) => self.forward(&addr, "propose", encode(&command)).await.and_then(|b| decode_reply(&b)),
+                None => Err(ProposeError::NotLeader),
+            };
+            match result {
+                Err(ProposeError::NotLeader) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                }
+                Err(ProposeError::NotLeader) => return Err(ProposeError::NoLeader),
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes on this peer, which believes it leads.
+    pub async fn write_here(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        if !self.raft.is_leader() {
+            return Err(ProposeError::NotLeader);
+        }
+        let written = tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(command)).await;
+        let Ok(written) = written else {
+            return Err(ProposeError::Indeterminate(format!("no quorum accepted it within {COMMIT_TIMEOUT:?}")));
+        };
+        match written {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::Indeterminate("leadership changed while the write was in flight".into()))
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Indeterminate(e.to_string())),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
+        }
+    }
+
+    /// The log index a linearizable read must wait for, from the leader.
+    pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let result = match self.leader().await {
+                Some((id, _)) if id == *self.raft.node_id() => self.read_index_here().await,
+                Some((_, addr)) => self.forward(&addr, "read_index", Vec::new()).await.and_then(|b| decode_reply(&b)),
+                None => Err(ProposeError::NotLeader),
+            };
+            match result {
+                Err(ProposeError::NotLeader | ProposeError::Indeterminate(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(LEADER_POLL).await;
+                }
+                Err(ProposeError::NotLeader) => return Err(ProposeError::NoLeader),
+                other => return other,
+            }
+        }
+    }
+
+    /// Confirms leadership with a quorum (ReadIndex) and returns the index
+    /// every read served after this must see applied.
+    pub async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        if !self.raft.is_leader() {
+            return Err(ProposeError::NotLeader);
+        }
+        match self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(_)) => Err(ProposeError::NotLeader),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
+        }
+    }
+
+    /// The leader as this peer knows it: id and address.
+    pub async fn leader(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node.addr))
+    }
+
+    async fn forward(&self, addr: &str, method: &str, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        let channel = self.channels.get(addr).map_err(|e| ProposeError::Indeterminate(e.to_string()))?;
+        let mut client = RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload });
+        req.set_timeout(FORWARD_TIMEOUT);
+        let reply = match method {
+            "propose" => client.propose(req).await,
+            _ => client.read_index(req).await,
+        };
+        match reply {
+            Ok(r) => Ok(r.into_inner().payload),
+            // Refused before it was sent: nothing was proposed.
+            Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => Err(ProposeError::NotLeader),
+            Err(s) => Err(ProposeError::Indeterminate(format!("leader at {addr}: {}", s.message()))),
+        }
+    }
+}
+
+fn decode_reply<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProposeError> {
+    decode::<Result<T, ProposeError>>(bytes).map_err(|e| ProposeError::Indeterminate(e.to_string()))?
+}

@@ -1,0 +1,113 @@
+//! The server side of peer-to-peer traffic: Raft RPCs, snapshot streams,
+//! forwarded writes and read indexes, and the bootstrap handshake.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use flotilla_proto::raft::raft_transport_server::RaftTransport;
+use flotilla_proto::raft::{HelloReply, HelloRequest, RaftReply, RaftRequest, SnapshotChunk};
+use flotilla_raft::codec::{decode, encode};
+use flotilla_raft::{Raft, Snapshot, SnapshotMeta, Vote};
+use flotilla_store::Command;
+use futures::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::membership::ClusterMembership;
+use crate::proposer::LeaderLink;
+
+/// Largest snapshot a peer accepts. The store's objects are bounded in size
+/// and the state is held in memory anyway; this catches a runaway sender.
+const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+
+pub struct TransportService {
+    pub raft: Raft,
+    pub link: LeaderLink,
+    pub membership: Arc<ClusterMembership>,
+    /// Warn once about a foreign cluster rather than on every heartbeat.
+    warned_foreign: AtomicBool,
+}
+
+impl TransportService {
+    pub fn new(raft: Raft, link: LeaderLink, membership: Arc<ClusterMembership>) -> Self {
+        Self { raft, link, membership, warned_foreign: AtomicBool::new(false) }
+    }
+
+    fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
+        match self.membership.accept_cluster(cluster_id) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !self.warned_foreign.swap(true, Ordering::Relaxed) {
+                    tracing::error!("refusing Raft traffic: {e}");
+                }
+                Err(Status::failed_precondition(e.to_string()))
+            }
+        }
+    }
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftReply>, Status> {
+    Ok(Response::new(RaftReply { payload: encode(value) }))
+}
+
+fn bad_payload(e: std::io::Error) -> Status {
+    Status::invalid_argument(format!("undecodable Raft message: {e}"))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.check_cluster(&first.cluster_id)?;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(bad_payload)?;
+        let mut data = first.data;
+        let mut done = first.done;
+        while !done {
+            let chunk = stream.next().await.ok_or_else(|| Status::aborted("snapshot stream ended early"))??;
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!("snapshot over {MAX_SNAPSHOT_BYTES} bytes")));
+            }
+            data.extend_from_slice(&chunk.data);
+            done = chunk.done;
+        }
+        tracing::info!(bytes = data.len(), last_log_id = ?meta.last_log_id, "installing snapshot");
+        let snapshot = Snapshot { meta, snapshot: std::io::Cursor::new(data) };
+        reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+
+    async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        let command: Command = decode(&req.payload).map_err(bad_payload)?;
+        reply(&self.link.write_here(command).await)
+    }
+
+    async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        reply(&self.link.read_index_here().await)
+    }
+
+    async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let initialized = self.raft.is_initialized().await.unwrap_or(false);
+        Ok(Response::new(HelloReply {
+            peer_id: *self.raft.node_id(),
+            cluster_id: self.membership.cluster_id(),
+            initialized,
+        }))
+    }
+}

@@ -1,0 +1,209 @@
+//! The Raft transport's client side over tonic. Raft messages travel as
+//! bincode inside the `RaftTransport` service; snapshots as a client stream
+//! of bounded chunks.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
+use flotilla_proto::raft::{RaftRequest, SnapshotChunk};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::impls::BasicNode;
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+
+type RaftError = openraft::error::RaftError<TypeConfig>;
+
+/// Largest gRPC message a peer accepts from another peer. Append batches are
+/// bounded by openraft's `max_payload_entries`; this is the backstop.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The cluster this peer belongs to, once known. Every request carries it so
+/// that peers of different clusters never exchange Raft traffic.
+#[derive(Clone, Default, Debug)]
+pub struct ClusterIdentity {
+    id: Arc<RwLock<String>>,
+}
+
+impl ClusterIdentity {
+    pub fn new(id: String) -> Self {
+        Self { id: Arc::new(RwLock::new(id)) }
+    }
+
+    pub fn get(&self) -> String {
+        self.id.read().expect("cluster id lock").clone()
+    }
+
+    pub fn set(&self, id: String) {
+        *self.id.write().expect("cluster id lock") = id;
+    }
+}
+
+/// Opens (lazily) and caches one HTTP/2 channel per peer address.
+#[derive(Clone, Default)]
+pub struct Channels {
+    cache: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut cache = self.cache.lock().expect("channel cache lock");
+        if let Some(c) = cache.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        cache.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+#[derive(Clone)]
+pub struct NetworkFactory {
+    pub identity: ClusterIdentity,
+    pub channels: Channels,
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            channel: self.channels.get(&node.addr).ok(),
+            identity: self.identity.clone(),
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+        }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    /// `None` when the address could not even be parsed: every call fails
+    /// as unreachable, which openraft retries with back-off.
+    channel: Option<Channel>,
+    identity: ClusterIdentity,
+    snapshot_chunk_bytes: usize,
+}
+
+fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn status_error(target: NodeId, addr: &str, status: tonic::Status) -> RPCError<TypeConfig> {
+    let msg = format!("peer {target} at {addr}: {}", status.message());
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::DeadlineExceeded => {
+            RPCError::Unreachable(Unreachable::from_string(msg))
+        }
+        _ => RPCError::Network(NetworkError::from_string(msg)),
+    }
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
+        let channel = self
+            .channel
+            .clone()
+            .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string(format!("bad address {:?}", self.addr))))?;
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    fn request<T: serde::Serialize>(&self, body: &T, ttl: Duration) -> tonic::Request<RaftRequest> {
+        let mut req = tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload: encode(body) });
+        req.set_timeout(ttl);
+        req
+    }
+
+    fn reply<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, RPCError<TypeConfig>> {
+        let decoded: Result<T, RaftError> = decode(payload).map_err(|e| unreachable(&e))?;
+        decoded.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("peer {}: {e}", self.target))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let reply = client
+            .append_entries(self.request(&rpc, option.hard_ttl()))
+            .await
+            .map_err(|s| status_error(self.target, &self.addr, s))?;
+        self.reply(&reply.into_inner().payload)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let reply = client
+            .vote(self.request(&rpc, option.hard_ttl()))
+            .await
+            .map_err(|s| status_error(self.target, &self.addr, s))?;
+        self.reply(&reply.into_inner().payload)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let to_streaming = |e: RPCError<TypeConfig>| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        };
+        let mut client = self.client().map_err(to_streaming)?;
+        let header = encode(&(vote, snapshot.meta));
+        let data = Arc::new(snapshot.snapshot.into_inner());
+        let chunk = self.snapshot_chunk_bytes;
+        let chunks = data.len().div_ceil(chunk).max(1);
+        let cluster_id = self.identity.get();
+        let stream = futures::stream::iter((0..chunks).map(move |i| {
+            let start = i * chunk;
+            let end = (start + chunk).min(data.len());
+            SnapshotChunk {
+                cluster_id: if i == 0 { cluster_id.clone() } else { String::new() },
+                header: if i == 0 { header.clone() } else { Vec::new() },
+                data: data[start..end].to_vec(),
+                done: i + 1 == chunks,
+            }
+        }));
+        let mut req = tonic::Request::new(stream);
+        req.set_timeout(option.hard_ttl());
+        let send = client.install_snapshot(req);
+        let reply = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(|s| to_streaming(status_error(self.target, &self.addr, s)))?,
+        };
+        let decoded: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
+            decode(&reply.into_inner().payload).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(format!("peer {}: {e}", self.target))))
+    }
+}

@@ -1,0 +1,69 @@
+//! `flotilla`: the peer daemon (`flotilla peer`), a local cluster
+//! (`flotilla up`), and the kubectl-style client for everything else.
+
+mod cluster;
+mod peer;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "flotilla", version, about = "A peer-to-peer Pod scheduler: every machine runs one peer.")]
+struct Cli {
+    /// Any peer's client address, HOST:PORT.
+    #[arg(long, global = true, env = "FLOTILLA_SERVER", default_value = "127.0.0.1:7101")]
+    server: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run this machine's peer.
+    Peer(peer::PeerArgs),
+    /// Start a local cluster of peers on loopback, each its own process.
+    Up(up::UpArgs),
+    /// Inspect the cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("starting the async runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Peer(args) => peer::run(args, cli.log_json).await,
+            Command::Up(args) => {
+                init_logging(cli.log_json);
+                up::run(args).await
+            }
+            Command::Cluster { command } => cluster::run(command, &cli.server).await,
+        }
+    });
+    if let Err(e) = result {
+        // One clear line, as every command promises.
+        eprintln!("error: {}", format_error(&e));
+        std::process::exit(1);
+    }
+}
+
+fn format_error(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}

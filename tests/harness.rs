@@ -1,0 +1,283 @@
+//! Starts real `flotilla peer` processes on loopback for black-box tests.
+//!
+//! Each cluster gets its own loopback address block (127.X.Y.id), so tests
+//! running in parallel never fight over ports.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flotilla_client::Client;
+use flotilla_client::api::StatusResponse;
+
+pub use flotilla_client::{ClientError, Code, Expect, key};
+
+const PORT: u16 = 7100;
+
+/// The `flotilla` binary under test: `FLOTILLA_BIN`, or the one built next
+/// to this test executable.
+pub fn flotilla_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FLOTILLA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("flotilla");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build --bin flotilla)", bin.display());
+    bin
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub max_voters: u32,
+    pub snapshot_after_logs: u64,
+    pub keep_logs_after_snapshot: u64,
+    pub replace_voter_after_ms: u64,
+    pub cluster: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_voters: 3,
+            snapshot_after_logs: 20_000,
+            keep_logs_after_snapshot: 5_000,
+            replace_voter_after_ms: 30_000,
+            cluster: "test".into(),
+        }
+    }
+}
+
+pub struct Peer {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Peer {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub peers: Vec<Peer>,
+    /// The first three octets shared by this cluster's peers.
+    net: String,
+    options: Options,
+    /// Ids of the initial peers, which every config lists.
+    initial: Vec<u64>,
+}
+
+impl Cluster {
+    /// Starts `n` initial peers.
+    pub fn start(n: u64, options: Options) -> Cluster {
+        let net = format!("127.{}.{}", rand::random_range(1..255u8), rand::random_range(1..255u8));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let initial: Vec<u64> = (1..=n).collect();
+        let mut cluster = Cluster { dir, peers: Vec::new(), net, options, initial };
+        for id in 1..=n {
+            cluster.add_peer_process(id);
+        }
+        cluster
+    }
+
+    pub fn addr_of(&self, id: u64) -> String {
+        format!("{}.{id}:{PORT}", self.net)
+    }
+
+    /// Writes the config of peer `id` and starts it. Peers not among the
+    /// initial ones join the running cluster.
+    pub fn add_peer_process(&mut self, id: u64) {
+        let data_dir = self.dir.path().join(format!("peer{id}"));
+        let config = self.dir.path().join(format!("peer{id}.toml"));
+        let o = &self.options;
+        let mut text = format!(
+            "id = {id}\ncluster = \"{}\"\nlisten = \"{}\"\ndata_dir = \"{}\"\nmax_voters = {}\n",
+            o.cluster,
+            self.addr_of(id),
+            data_dir.display(),
+            o.max_voters
+        );
+        if !self.initial.contains(&id) {
+            text.push_str(&format!("advertise = \"{}\"\n", self.addr_of(id)));
+        }
+        for pid in &self.initial {
+            text.push_str(&format!("\n[[peers]]\nid = {pid}\naddr = \"{}\"\n", self.addr_of(*pid)));
+        }
+        text.push_str(&format!(
+            "\n[timing]\nheartbeat_ms = 50\nelection_timeout_min_ms = 250\nelection_timeout_max_ms = 500\nreplace_voter_after_ms = {}\n",
+            o.replace_voter_after_ms
+        ));
+        text.push_str(&format!(
+            "\n[raft]\nsnapshot_after_logs = {}\nkeep_logs_after_snapshot = {}\n",
+            o.snapshot_after_logs, o.keep_logs_after_snapshot
+        ));
+        std::fs::write(&config, text).expect("writing peer config");
+        let log = self.dir.path().join(format!("peer{id}.log"));
+        let mut peer = Peer { id, addr: self.addr_of(id), config, data_dir, log, child: None };
+        spawn(&mut peer);
+        self.peers.push(peer);
+    }
+
+    pub fn peer(&self, id: u64) -> &Peer {
+        self.peers.iter().find(|p| p.id == id).expect("no such peer")
+    }
+
+    fn peer_mut(&mut self, id: u64) -> &mut Peer {
+        self.peers.iter_mut().find(|p| p.id == id).expect("no such peer")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        let p = self.peer_mut(id);
+        if let Some(mut child) = p.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping the peer");
+        }
+    }
+
+    /// SIGTERM and wait: the clean shutdown path. Returns the exit code.
+    pub fn stop(&mut self, id: u64) -> Option<i32> {
+        let p = self.peer_mut(id);
+        let mut child = p.child.take()?;
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("waiting for the peer").code()
+    }
+
+    pub fn pause(&self, id: u64) {
+        let pid = self.peer(id).child.as_ref().expect("running").id();
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self, id: u64) {
+        let pid = self.peer(id).child.as_ref().expect("running").id();
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        let p = self.peer_mut(id);
+        assert!(p.child.is_none(), "peer {id} is still running");
+        spawn(p);
+    }
+
+    pub async fn client(&self, id: u64) -> Client {
+        let addr = self.addr_of(id);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match Client::connect(&addr).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("peer {id} never listened: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Polls peer `via`'s view of the cluster until `pred` holds.
+    pub async fn wait_status(&self, via: u64, what: &str, timeout: Duration, pred: impl Fn(&StatusResponse) -> bool) -> StatusResponse {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Ok(mut c) = Client::connect(&self.addr_of(via)).await
+                && let Ok(s) = c.local_status().await
+            {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}; last status from peer {via}: {last:#?}\n{}", self.logs_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running peer agrees on one leader, and returns it.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for p in self.peers.iter().filter(|p| p.is_running()) {
+                let seen = match Client::connect(&p.addr).await {
+                    Ok(mut c) => c.local_status().await.ok().filter(|s| s.has_leader).map(|s| s.leader),
+                    Err(_) => None,
+                };
+                leaders.push(seen);
+            }
+            if let Some(Some(first)) = leaders.first()
+                && leaders.iter().all(|l| *l == Some(*first))
+                && self.peer(*first).is_running()
+            {
+                return *first;
+            }
+            if Instant::now() > deadline {
+                panic!("no agreed leader after {timeout:?}: {leaders:?}\n{}", self.logs_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of every peer's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for p in &self.peers {
+            let text = p.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(15);
+            out.push_str(&format!("--- peer {} log (last {} lines)\n{}\n", p.id, lines.len() - from, lines[from..].join("\n")));
+        }
+        out
+    }
+}
+
+fn spawn(p: &mut Peer) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log).expect("peer log file");
+    let child = Command::new(flotilla_bin())
+        .arg("peer")
+        .arg("--config")
+        .arg(&p.config)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("starting flotilla peer");
+    p.child = Some(child);
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.peers {
+            if let Some(mut c) = p.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the evidence of a failed test.
+            let kept = self.dir.path().to_path_buf();
+            eprintln!("cluster files kept in {}", kept.display());
+            std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")));
+        }
+    }
+}
+
+/// A ConfigMap-shaped object holding one value, for store tests.
+pub fn config_map(value: &str) -> String {
+    serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "v": value } }).to_string()
+}
+
+/// The `data.v` field of a ConfigMap-shaped object.
+pub fn value_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("object JSON");
+    v["data"]["v"].as_str().unwrap_or_default().to_string()
+}
