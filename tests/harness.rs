@@ -3,7 +3,7 @@
 //! Each cluster gets its own loopback address block (127.X.Y.id), so tests
 //! running in parallel never fight over ports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,17 +14,21 @@ pub use flotilla_client::{ClientError, Code, Expect, key};
 
 const PORT: u16 = 7100;
 
-/// The `flotilla` binary under test: `FLOTILLA_BIN`, or the one built next
-/// to this test executable.
+/// The `flotilla` binary under test: `FLOTILLA_BIN`, or the one built in
+/// the same profile as the running executable (a test in
+/// `target/<profile>/deps/`, a tool in `target/<profile>/`).
 pub fn flotilla_bin() -> PathBuf {
     if let Ok(p) = std::env::var("FLOTILLA_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("flotilla");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build --bin flotilla)", bin.display());
-    bin
+    let exe = std::env::current_exe().expect("executable path");
+    let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("flotilla"));
+    for bin in candidates {
+        if bin.is_file() {
+            return bin;
+        }
+    }
+    panic!("no flotilla binary next to {}: build it first (cargo build --bin flotilla)", exe.display());
 }
 
 #[derive(Clone, Debug)]

@@ -1,1 +1,202 @@
-fn main() {}
+//! Benchmarks against real `flotilla peer` processes on loopback with real
+//! RocksDB and fsync. Every figure is printed with the command that
+//! reproduces it, and the raw results are written as JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flotilla_blackbox::{Cluster, Expect, Options, key};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "flotilla-bench", about = "Flotilla benchmarks on loopback peers")]
+struct Cli {
+    /// Where raw results (JSON) are written.
+    #[arg(long, default_value = "bench-results", global = true)]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Small replicated writes: throughput and latency per concurrency.
+    Writes {
+        /// Concurrent clients, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Bytes of payload per write.
+        #[arg(long, default_value_t = 128)]
+        value_bytes: usize,
+        /// Repetitions per concurrency; figures are medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Time from SIGKILL of the leader to the first acknowledged write
+    /// through another peer.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+    },
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo run --release -p flotilla-bench -- {}", args.join(" "))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("--out {}", cli.out.display()))?;
+    let result = match cli.command {
+        Bench::Writes { clients, seconds, value_bytes, runs } => writes(&clients, seconds, value_bytes, runs).await?,
+        Bench::Failover { kills } => failover(kills).await?,
+    };
+    let name = result["bench"].as_str().unwrap_or("bench").to_string();
+    let path = cli.out.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+    println!("raw results: {}", path.display());
+    println!("reproduce:   {}", command_line());
+    Ok(())
+}
+
+async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize) -> anyhow::Result<serde_json::Value> {
+    let cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(Duration::from_secs(30)).await;
+    let value = "v".repeat(value_bytes);
+    println!("replicated writes: 3 peers on loopback, RocksDB with fsync, {value_bytes}-byte values, clients spread over all peers");
+    println!("{:>8} {:>12} {:>10} {:>10}", "clients", "writes/s", "p50 ms", "p99 ms");
+    let mut rows = Vec::new();
+    for &clients in levels {
+        let mut per_run = Vec::new();
+        for run in 0..runs {
+            per_run.push(write_run(&cluster, clients, Duration::from_secs(seconds), &value, run).await?);
+        }
+        let row = json!({
+            "clients": clients,
+            "writes_per_sec": median(per_run.iter().map(|r| r.0).collect()),
+            "p50_ms": median(per_run.iter().map(|r| r.1).collect()),
+            "p99_ms": median(per_run.iter().map(|r| r.2).collect()),
+            "runs": per_run.iter().map(|r| json!({"writes_per_sec": r.0, "p50_ms": r.1, "p99_ms": r.2})).collect::<Vec<_>>(),
+        });
+        println!(
+            "{:>8} {:>12.0} {:>10.2} {:>10.2}",
+            clients, row["writes_per_sec"].as_f64().unwrap(), row["p50_ms"].as_f64().unwrap(), row["p99_ms"].as_f64().unwrap()
+        );
+        rows.push(row);
+    }
+    Ok(json!({ "bench": "writes", "seconds": seconds, "value_bytes": value_bytes, "runs": runs, "results": rows }))
+}
+
+/// One run at one concurrency: (writes/s, p50 ms, p99 ms).
+async fn write_run(cluster: &Cluster, clients: usize, length: Duration, value: &str, run: usize) -> anyhow::Result<(f64, f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writes completing during the warm-up (connections, leader caches) are
+    // not counted.
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let addr = cluster.addr_of((c % 3) as u64 + 1);
+        let stop = stop.clone();
+        let measuring = measuring.clone();
+        let object = flotilla_blackbox::config_map(value);
+        tasks.push(tokio::spawn(async move {
+            let mut client = flotilla_client::Client::connect(&addr).await?;
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("r{run}-c{c}-{}", i % 1000);
+                i += 1;
+                let t = Instant::now();
+                client.put(key("ConfigMap", "bench", &name), object.clone(), Expect::Anything).await?;
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(t.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(length).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    let rate = all.len() as f64 / elapsed.as_secs_f64();
+    Ok((rate, ms(percentile(&all, 50.0)), ms(percentile(&all, 99.0))))
+}
+
+async fn failover(kills: usize) -> anyhow::Result<serde_json::Value> {
+    let mut cluster = Cluster::start(3, Options::default());
+    println!("leader failover: 3 peers on loopback, default timings (heartbeat 50 ms, election timeout 250-500 ms)");
+    let mut samples = Vec::new();
+    for k in 0..kills {
+        let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+        // Everyone caught up, so any survivor can win the election.
+        let commit = cluster.client(leader).await.local_status().await?.commit_index;
+        for id in 1..=3 {
+            cluster.wait_status(id, "catch-up", Duration::from_secs(30), |s| s.last_applied >= commit).await;
+        }
+        let via = (1..=3).find(|&id| id != leader).expect("a survivor");
+        let mut client = cluster.client(via).await;
+        client.put(key("ConfigMap", "bench", "warm"), "{}".into(), Expect::Anything).await?;
+        let t0 = Instant::now();
+        cluster.kill(leader);
+        let mut attempt = 0;
+        let took = loop {
+            attempt += 1;
+            let name = format!("failover-{k}-{attempt}");
+            let write = client.put(key("ConfigMap", "bench", &name), "{}".into(), Expect::Anything);
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), write).await {
+                break t0.elapsed();
+            }
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "no write acknowledged 30 s after the leader was killed");
+        };
+        println!("kill {:>2}: leader {leader} killed, first write acknowledged through peer {via} after {:.0} ms", k + 1, ms(took));
+        samples.push(took);
+        cluster.restart(leader);
+    }
+    let mut sorted = samples.clone();
+    sorted.sort();
+    let (p50, p99, max) = (ms(percentile(&sorted, 50.0)), ms(percentile(&sorted, 99.0)), ms(*sorted.last().expect("kills > 0")));
+    println!("failover over {kills} kills: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms");
+    Ok(json!({
+        "bench": "failover",
+        "kills": kills,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": max,
+        "samples_ms": samples.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+    }))
+}

@@ -159,7 +159,7 @@ impl ClusterMembership {
             req.set_timeout(Duration::from_secs(2));
             match ClusterClient::new(channel).join(req).await {
                 Ok(_) => {
-                    tracing::info!(through = %p.addr, "asked to join the cluster");
+                    tracing::debug!(through = %p.addr, "asked to join the cluster");
                     return;
                 }
                 Err(e) => tracing::debug!(through = %p.addr, "join attempt failed: {}", e.message()),

@@ -115,7 +115,8 @@ async fn wait_for_cluster(addrs: &[(u64, String)]) -> anyhow::Result<()> {
     loop {
         let line = match probe(&addrs[0].1).await {
             Ok(s) if s.has_leader && s.peers.len() == addrs.len() => {
-                println!("\rleader: peer {}, term {}, {} voters, {} learners", s.leader, s.term, s.voters.len(), s.learners.len());
+                print!("\r{:<60}\r", "");
+                println!("leader: peer {}, term {}, {} voters, {} learners", s.leader, s.term, s.voters.len(), s.learners.len());
                 print!("{}", crate::cluster::status_table(&s));
                 return Ok(());
             }
