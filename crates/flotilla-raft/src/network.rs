@@ -90,6 +90,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
+/// The unary Raft RPCs, which share one encoding and error mapping.
+enum Unary {
+    AppendEntries,
+    Vote,
+}
+
 pub struct PeerClient {
     target: NodeId,
     addr: String,
@@ -131,6 +137,22 @@ impl PeerClient {
         req
     }
 
+    async fn call<Req: serde::Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Unary,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let mut client = self.client()?;
+        let req = self.request(rpc, option.hard_ttl());
+        let reply = match method {
+            Unary::AppendEntries => client.append_entries(req).await,
+            Unary::Vote => client.vote(req).await,
+        }
+        .map_err(|s| status_error(self.target, &self.addr, s))?;
+        self.reply(&reply.into_inner().payload)
+    }
+
     fn reply<T: DeserializeOwned>(&self, payload: &[u8]) -> Result<T, RPCError<TypeConfig>> {
         let decoded: Result<T, RaftError> = decode(payload).map_err(|e| unreachable(&e))?;
         decoded.map_err(|e| RPCError::Unreachable(Unreachable::from_string(format!("peer {}: {e}", self.target))))
@@ -145,12 +167,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self.client()?;
-        let reply = client
-            .append_entries(self.request(&rpc, option.hard_ttl()))
-            .await
-            .map_err(|s| status_error(self.target, &self.addr, s))?;
-        self.reply(&reply.into_inner().payload)
+        self.call(Unary::AppendEntries, &rpc, &option).await
     }
 
     async fn vote(
@@ -158,12 +175,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self.client()?;
-        let reply = client
-            .vote(self.request(&rpc, option.hard_ttl()))
-            .await
-            .map_err(|s| status_error(self.target, &self.addr, s))?;
-        self.reply(&reply.into_inner().payload)
+        self.call(Unary::Vote, &rpc, &option).await
     }
 
     async fn full_snapshot(
