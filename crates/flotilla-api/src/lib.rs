@@ -20,3 +20,4 @@ pub mod validate;
 pub mod manifest;
 pub mod yaml;
 pub mod yaml_out;
+pub mod apply;

@@ -87,7 +87,9 @@ fn needs_quotes(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return true;
     }
-    if RESERVED.contains(&s.to_ascii_lowercase().as_str()) || s.parse::<f64>().is_ok() || s.starts_with("0x") || s.starts_with("0o") {
+    // Numbers, and anything a YAML 1.1 reader could take for a number or a
+    // timestamp (`2026-11-24T00:08:17Z`, `1_000`, `+1`), stay quoted.
+    if RESERVED.contains(&s.to_ascii_lowercase().as_str()) || s.parse::<f64>().is_ok() || s.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '.') {
         return true;
     }
     let first = s.chars().next().expect("not empty");

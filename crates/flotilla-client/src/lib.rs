@@ -7,8 +7,8 @@ use std::time::Duration;
 use flotilla_proto::api::cluster_client::ClusterClient;
 use flotilla_proto::api::objects_client::ObjectsClient;
 use flotilla_proto::api::{
-    DeleteRequest, GetRequest, ListRequest, ObjectKey, Precondition, PreconditionKind, PutRequest, StatusRequest,
-    StatusResponse, WatchEvent, WatchRequest,
+    ApplyRequest, ApplyResponse, DeleteObjectRequest, DeleteObjectResponse, DeleteRequest, GetRequest, ListRequest,
+    ObjectKey, Precondition, PreconditionKind, PutRequest, StatusRequest, StatusResponse, WatchEvent, WatchRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -138,6 +138,18 @@ impl Client {
         revision: u64,
         stale: bool,
     ) -> Result<(Vec<String>, u64), ClientError> {
+        self.list_selected(kind, namespace, "", revision, stale).await
+    }
+
+    /// Lists objects whose labels match `selector` (kubectl's syntax).
+    pub async fn list_selected(
+        &mut self,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: &str,
+        revision: u64,
+        stale: bool,
+    ) -> Result<(Vec<String>, u64), ClientError> {
         let r = self
             .objects
             .list(ListRequest {
@@ -146,10 +158,21 @@ impl Client {
                 all_namespaces: namespace.is_none(),
                 revision,
                 stale,
+                label_selector: selector.into(),
             })
             .await?
             .into_inner();
         Ok((r.items_json, r.revision))
+    }
+
+    /// Creates or updates an object from a manifest (JSON), server-side.
+    pub async fn apply(&mut self, request: ApplyRequest) -> Result<ApplyResponse, ClientError> {
+        Ok(self.objects.apply(request).await?.into_inner())
+    }
+
+    /// Deletes an object and, with `cascade`, what it owns.
+    pub async fn delete_object(&mut self, key: ObjectKey, cascade: bool) -> Result<DeleteObjectResponse, ClientError> {
+        Ok(self.objects.delete_object(DeleteObjectRequest { key: Some(key), cascade }).await?.into_inner())
     }
 
     /// Events after `from_revision` (0: from now on), in order, each once.

@@ -11,9 +11,10 @@ use flotilla_proto::api::cluster_client::ClusterClient;
 use flotilla_proto::api::cluster_server::Cluster;
 use flotilla_proto::api::objects_server::Objects;
 use flotilla_proto::api::{
-    DeleteRequest, DeleteResponse, EventType as PbEventType, GetRequest, GetResponse, JoinRequest, JoinResponse,
-    ListRequest, ListResponse, PeerStatus, PreconditionKind, PutRequest, PutResponse, StatusRequest, StatusResponse,
-    WatchEvent, WatchRequest,
+    ApplyAction, ApplyRequest, ApplyResponse, DeleteObjectRequest, DeleteObjectResponse, DeleteRequest,
+    DeleteResponse, EventType as PbEventType, GetRequest, GetResponse, JoinRequest, JoinResponse, ListRequest,
+    ListResponse, PeerStatus, PreconditionKind, PutRequest, PutResponse, StatusRequest, StatusResponse, WatchEvent,
+    WatchRequest,
 };
 use flotilla_raft::AppliedEvent;
 use flotilla_store::{Event, EventType, MAX_OBJECT_BYTES, ObjectKey, Op, OpResult, Precondition, ReadError, WriteError};
@@ -146,12 +147,114 @@ impl Objects for ObjectsService {
         if req.kind.is_empty() {
             return Err(Status::invalid_argument("kind: required"));
         }
+        let selector = if req.label_selector.is_empty() {
+            None
+        } else {
+            Some(flotilla_api::meta::parse_selector(&req.label_selector).map_err(Status::invalid_argument)?)
+        };
         self.read_barrier(req.stale).await?;
         let namespace = (!req.all_namespaces).then_some(req.namespace.as_str());
         let listed = self.core.store.read(|s| s.list(&req.kind, namespace, req.revision)).map_err(read_status)?;
-        Ok(Response::new(ListResponse {
-            items_json: listed.items.into_iter().map(|(_, o)| o.json.to_string()).collect(),
-            revision: listed.revision,
+        let items_json = listed
+            .items
+            .into_iter()
+            .map(|(_, o)| o.json.to_string())
+            .filter(|json| selector.as_ref().is_none_or(|sel| sel.matches(&crate::resources::labels_of(json))))
+            .collect();
+        Ok(Response::new(ListResponse { items_json, revision: listed.revision }))
+    }
+
+    async fn apply(&self, request: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let req = request.into_inner();
+        if req.object_json.len() > MAX_OBJECT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "object is {} bytes, over the limit of {MAX_OBJECT_BYTES} bytes",
+                req.object_json.len()
+            )));
+        }
+        let prepared = crate::resources::prepare(&req).map_err(Status::invalid_argument)?;
+        let key = prepared.key.clone();
+        for _ in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+            self.read_barrier(false).await?;
+            let live = self.core.store.read(|s| s.get(&key).cloned());
+            let live_value: Option<serde_json::Value> =
+                live.as_ref().map(|o| serde_json::from_str(&o.json).expect("stored objects are JSON"));
+            if req.create_only && live.is_some() {
+                return Err(Status::already_exists(format!("{key} already exists")));
+            }
+            let merged = flotilla_api::apply::merge_onto_live(&prepared.object, live_value.as_ref());
+            if let (Some(stored), Some(lv)) = (&live, &live_value)
+                && flotilla_api::apply::same_desired_state(&merged, lv)
+            {
+                return Ok(Response::new(ApplyResponse {
+                    object_json: stored.json.to_string(),
+                    revision: stored.mod_revision,
+                    action: ApplyAction::Unchanged as i32,
+                    warnings: prepared.warnings,
+                }));
+            }
+            let action = if live.is_some() { ApplyAction::Configured } else { ApplyAction::Created };
+            if req.dry_run {
+                return Ok(Response::new(ApplyResponse {
+                    object_json: merged.to_string(),
+                    revision: 0,
+                    action: action as i32,
+                    warnings: prepared.warnings,
+                }));
+            }
+            let precondition = live.as_ref().map_or(Precondition::MustNotExist, |l| Precondition::Revision(l.mod_revision));
+            let op = Op::Put { key: key.clone(), object: merged.to_string(), precondition, uid: new_uid() };
+            match self.write(op).await {
+                Ok(r) => {
+                    return Ok(Response::new(ApplyResponse {
+                        object_json: r.object,
+                        revision: r.revision,
+                        action: action as i32,
+                        warnings: prepared.warnings,
+                    }));
+                }
+                // Someone changed it between the read and the write: merge again.
+                Err(s) if s.code() == tonic::Code::Aborted || (s.code() == tonic::Code::AlreadyExists && !req.create_only) => {}
+                Err(s) => return Err(s),
+            }
+        }
+        Err(Status::aborted(format!("{key} kept changing while it was applied; try again")))
+    }
+
+    async fn delete_object(&self, request: Request<DeleteObjectRequest>) -> Result<Response<DeleteObjectResponse>, Status> {
+        let req = request.into_inner();
+        let first = key_from(req.key)?;
+        self.read_barrier(false).await?;
+        let mut queue = std::collections::VecDeque::from([first.clone()]);
+        let mut deleted = Vec::new();
+        let mut revision = 0;
+        while let Some(key) = queue.pop_front() {
+            if deleted.len() >= crate::resources::MAX_CASCADE_OBJECTS {
+                return Err(Status::resource_exhausted(format!(
+                    "cascade from {first} reached {} objects; deleted so far: {}",
+                    deleted.len(),
+                    deleted.iter().map(|k: &ObjectKey| k.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let uid = match self.write(Op::Delete { key: key.clone(), precondition: Precondition::None }).await {
+                Ok(r) => {
+                    revision = r.revision;
+                    crate::resources::uid_of(&r.object)
+                }
+                Err(s) if s.code() == tonic::Code::NotFound && key != first => continue,
+                Err(s) => return Err(s),
+            };
+            if req.cascade {
+                queue.extend(self.core.store.read(|s| crate::resources::owned_by(s, &key.namespace, &uid)));
+            }
+            deleted.push(key);
+        }
+        Ok(Response::new(DeleteObjectResponse {
+            deleted: deleted
+                .into_iter()
+                .map(|k| flotilla_proto::api::ObjectKey { kind: k.kind, namespace: k.namespace, name: k.name })
+                .collect(),
+            revision,
         }))
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod identity;
 pub mod membership;
 pub mod proposer;
+pub mod resources;
 pub mod transport;
 
 use std::future::Future;

@@ -2,7 +2,9 @@
 //! (`flotilla up`), and the kubectl-style client for everything else.
 
 mod cluster;
+mod objects;
 mod peer;
+mod print;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,8 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    scope: objects::Scope,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +35,18 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Create or update objects from manifests (files, directories, or -).
+    Apply(objects::ApplyArgs),
+    /// Create objects from manifests; fails if one exists.
+    Create(objects::ApplyArgs),
+    /// List or show objects.
+    Get(objects::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(objects::DescribeArgs),
+    /// Delete objects by name or by manifest, and what they own.
+    Delete(objects::DeleteArgs),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    Completion { shell: clap_complete::Shell },
 }
 
 fn init_logging(json: bool) {
@@ -59,6 +75,16 @@ fn main() {
                 up::run(args).await
             }
             Command::Cluster { command } => cluster::run(command, &cli.server).await,
+            Command::Apply(args) => objects::apply(args, &cli.scope, &cli.server, false).await,
+            Command::Create(args) => objects::apply(args, &cli.scope, &cli.server, true).await,
+            Command::Get(args) => objects::get(args, &cli.scope, &cli.server).await,
+            Command::Describe(args) => objects::describe(args, &cli.scope, &cli.server).await,
+            Command::Delete(args) => objects::delete(args, &cli.scope, &cli.server).await,
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());
+                Ok(())
+            }
         }
     });
     if let Err(e) = result {
