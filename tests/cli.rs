@@ -1,0 +1,128 @@
+//! The kubectl-style CLI against a real three-peer cluster.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use flotilla_blackbox::{Cluster, Expect, Options, flotilla_bin, key};
+use serde_json::Value;
+
+const FORM: Duration = Duration::from_secs(30);
+
+fn seed_job() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/flotilla-api/tests/golden/job.yaml")).unwrap()
+}
+
+fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(flotilla_bin())
+        .args(args)
+        .env("FLOTILLA_SERVER", server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_update_and_delete_through_the_cli() {
+    let cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    let (a, b) = (cluster.addr_of(1), cluster.addr_of(3));
+
+    // The seed's Job, unchanged, through standard input.
+    assert_eq!(ok(&cli(&a, &["apply", "-f", "-"], Some(&seed_job()))).trim(), "job.batch/hello created");
+    assert_eq!(ok(&cli(&b, &["apply", "-f", "-"], Some(&seed_job()))).trim(), "job.batch/hello unchanged");
+
+    // Tables and JSON, from another peer.
+    let table = ok(&cli(&b, &["get", "jobs"], None));
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], vec!["NAME", "STATUS", "COMPLETIONS", "AGE"]);
+    assert_eq!(rows[1][..3], ["hello", "Running", "0/1"]);
+    let list: Value = serde_json::from_str(&ok(&cli(&b, &["get", "jobs", "-o", "json"], None))).unwrap();
+    let job = &list["items"][0];
+    assert_eq!(job["metadata"]["name"], "hello");
+    assert_eq!(job["metadata"]["namespace"], "default");
+    assert_eq!(job["metadata"]["uid"].as_str().unwrap().len(), 36);
+    assert!(job["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().is_ok());
+    assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+    let one: Value = serde_json::from_str(&ok(&cli(&a, &["get", "job", "hello", "-o", "json"], None))).unwrap();
+    assert_eq!(one["kind"], "Job");
+    let yaml = ok(&cli(&a, &["get", "job", "hello", "-o", "yaml"], None));
+    assert!(yaml.contains("restartPolicy: OnFailure"), "{yaml}");
+    assert_eq!(ok(&cli(&a, &["get", "jobs", "-o", "name"], None)).trim(), "job.batch/hello");
+
+    // An update through apply keeps the status the system wrote.
+    let mut c = cluster.client(2).await;
+    let mut live: Value = serde_json::from_str(&c.get(key("Job", "default", "hello"), false).await.unwrap().unwrap()).unwrap();
+    live["status"] = serde_json::json!({"active": 1, "succeeded": 0, "failed": 0});
+    let rv: u64 = live["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    c.put(key("Job", "default", "hello"), live.to_string(), Expect::Revision(rv)).await.unwrap();
+    let changed = seed_job().replace("sleep 3600", "sleep 60");
+    assert_eq!(ok(&cli(&a, &["apply", "-f", "-"], Some(&changed))).trim(), "job.batch/hello configured");
+    let after: Value = serde_json::from_str(&ok(&cli(&b, &["get", "job", "hello", "-o", "json"], None))).unwrap();
+    assert_eq!(after["status"]["active"], 1, "apply keeps status");
+    assert!(after["spec"]["template"]["spec"]["containers"][0]["command"][2].as_str().unwrap().ends_with("sleep 60"));
+    assert_eq!(after["metadata"]["uid"], job["metadata"]["uid"], "same object");
+    assert_eq!(after["metadata"]["generation"], 2);
+
+    // `create` refuses an existing object.
+    let out = cli(&a, &["create", "-f", "-"], Some(&seed_job()));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    // Deleting a Deployment removes what it owns, transitively.
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+    ok(&cli(&a, &["apply", "-f", "-"], Some(deployment)));
+    let d: Value = serde_json::from_str(&ok(&cli(&a, &["get", "deploy", "web", "-o", "json"], None))).unwrap();
+    let owned = |kind: &str, name: &str, owner_kind: &str, owner: &Value| {
+        format!(
+            "apiVersion: {}\nkind: {kind}\nmetadata:\n  name: {name}\n  labels: {{app: web}}\n  ownerReferences:\n  - {{apiVersion: {}, kind: {owner_kind}, name: {}, uid: {}, controller: true}}\nspec:\n{}",
+            if kind == "Pod" { "v1" } else { "apps/v1" },
+            owner["apiVersion"].as_str().unwrap(),
+            owner["metadata"]["name"].as_str().unwrap(),
+            owner["metadata"]["uid"].as_str().unwrap(),
+            if kind == "Pod" {
+                "  containers: [{name: web, image: nginx}]\n".to_string()
+            } else {
+                "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n".to_string()
+            }
+        )
+    };
+    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("ReplicaSet", "web-1", "Deployment", &d))));
+    let rs: Value = serde_json::from_str(&ok(&cli(&a, &["get", "rs", "web-1", "-o", "json"], None))).unwrap();
+    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("Pod", "web-1-a", "ReplicaSet", &rs))));
+    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("Pod", "web-1-b", "ReplicaSet", &rs))));
+    let selected = ok(&cli(&b, &["get", "pods", "-l", "app=web", "-o", "name"], None));
+    assert_eq!(selected.lines().count(), 2, "{selected}");
+    let out = ok(&cli(&b, &["delete", "deployment", "web", "--wait"], None));
+    assert_eq!(out.trim(), "deployment.apps \"web\" deleted");
+    for kind in ["deployments", "replicasets", "pods"] {
+        let left = ok(&cli(&a, &["get", kind, "-o", "name"], None));
+        assert!(left.trim().is_empty(), "{kind} left after a cascading delete: {left}");
+    }
+
+    // A broken manifest is refused whole, naming file, line and field.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two.yaml");
+    std::fs::write(&path, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fine}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n").unwrap();
+    let out = cli(&a, &["apply", "-f", path.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("two.yaml:10: spec.containers[0].image: required"), "{stderr}");
+    assert!(ok(&cli(&a, &["get", "configmaps", "-o", "name"], None)).trim().is_empty(), "nothing applied");
+
+    let out = cli(&a, &["get", "services"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kind Service is not supported by Flotilla"));
+}
