@@ -126,3 +126,54 @@ async fn apply_get_update_and_delete_through_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kind Service is not supported by Flotilla"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_cordon_drain_wait_and_events() {
+    let cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    let a = cluster.addr_of(2);
+    let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1}\n---\n\
+apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: bound-1}\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: bound-2, namespace: other}\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata:\n  name: agent-x\n  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: u-1, controller: true}]\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
+apiVersion: v1\nkind: Event\nmetadata: {name: web.1}\ninvolvedObject: {kind: Deployment, name: web, namespace: default}\nreason: ScalingReplicaSet\nmessage: Scaled up replica set web-1 to 1\ncount: 1\n";
+    ok(&cli(&a, &["apply", "-f", "-"], Some(manifests)));
+
+    assert_eq!(ok(&cli(&a, &["scale", "deployment", "web", "--replicas", "4"], None)).trim(), "deployment.apps/web scaled");
+    let d: Value = serde_json::from_str(&ok(&cli(&a, &["get", "deploy", "web", "-o", "json"], None))).unwrap();
+    assert_eq!(d["spec"]["replicas"], 4);
+    assert!(!cli(&a, &["scale", "job", "x", "--replicas", "1"], None).status.success());
+
+    assert_eq!(ok(&cli(&a, &["cordon", "worker-1"], None)).trim(), "node/worker-1 cordoned");
+    assert!(ok(&cli(&a, &["get", "nodes"], None)).contains("SchedulingDisabled"));
+    assert_eq!(ok(&cli(&a, &["uncordon", "worker-1"], None)).trim(), "node/worker-1 uncordoned");
+    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "worker-1", "-o", "json"], None))).unwrap();
+    assert!(n["spec"].get("unschedulable").is_none());
+
+    let out = ok(&cli(&a, &["drain", "worker-1"], None));
+    assert!(out.contains("evicting pod default/bound-1") && out.contains("evicting pod other/bound-2"), "{out}");
+    assert!(out.trim_end().ends_with("node/worker-1 drained"), "{out}");
+    let left = ok(&cli(&a, &["get", "pods", "-A", "-o", "name"], None));
+    assert_eq!(left.trim(), "pod/agent-x", "DaemonSet Pods stay");
+    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "worker-1", "-o", "json"], None))).unwrap();
+    assert_eq!(n["spec"]["unschedulable"], true, "drain cordons first");
+
+    // wait: a condition reported later, then a deletion.
+    let addr = cluster.addr_of(1);
+    let waiter = std::thread::spawn(move || cli(&addr, &["wait", "pod", "agent-x", "--for=condition=Ready", "--timeout-seconds", "20"], None));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut c = cluster.client(3).await;
+    let mut pod: Value = serde_json::from_str(&c.get(key("Pod", "default", "agent-x"), false).await.unwrap().unwrap()).unwrap();
+    pod["status"] = serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+    c.put(key("Pod", "default", "agent-x"), pod.to_string(), Expect::Present).await.unwrap();
+    let out = waiter.join().unwrap();
+    assert_eq!(ok(&out).trim(), "pod/agent-x condition met");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for pod/agent-x: condition Ready is not reported yet"));
+    let out = cli(&a, &["wait", "pod", "agent-x", "--for=delete", "--timeout-seconds", "1"], None);
+    assert!(!out.status.success(), "times out while the pod exists");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"));
+
+    let events = ok(&cli(&a, &["events"], None));
+    assert!(events.contains("ScalingReplicaSet") && events.contains("deployment/web"), "{events}");
+}

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod objects;
+mod ops;
 mod peer;
 mod print;
 mod up;
@@ -45,6 +46,18 @@ enum Command {
     Describe(objects::DescribeArgs),
     /// Delete objects by name or by manifest, and what they own.
     Delete(objects::DeleteArgs),
+    /// Set the replicas of a Deployment, ReplicaSet or StatefulSet.
+    Scale(ops::ScaleArgs),
+    /// Mark a node unschedulable.
+    Cordon(ops::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(ops::NodeArgs),
+    /// Cordon a node and move its Pods away (DaemonSet Pods stay).
+    Drain(ops::DrainArgs),
+    /// List events.
+    Events,
+    /// Wait for a condition of an object, or for its deletion.
+    Wait(ops::WaitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
     Completion { shell: clap_complete::Shell },
 }
@@ -80,6 +93,12 @@ fn main() {
             Command::Get(args) => objects::get(args, &cli.scope, &cli.server).await,
             Command::Describe(args) => objects::describe(args, &cli.scope, &cli.server).await,
             Command::Delete(args) => objects::delete(args, &cli.scope, &cli.server).await,
+            Command::Scale(args) => ops::scale(args, &cli.scope, &cli.server).await,
+            Command::Cordon(args) => ops::cordon(args, &cli.server, true).await,
+            Command::Uncordon(args) => ops::cordon(args, &cli.server, false).await,
+            Command::Drain(args) => ops::drain(args, &cli.server).await,
+            Command::Events => ops::events(&cli.scope, &cli.server).await,
+            Command::Wait(args) => ops::wait(args, &cli.scope, &cli.server).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());

@@ -1,0 +1,209 @@
+//! Operational commands: scale, cordon, uncordon, drain, events, wait.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use flotilla_api::Kind;
+use flotilla_client::api::ObjectKey;
+use flotilla_client::{Client, ClientError, Code, Expect, key};
+use serde_json::Value;
+
+use crate::objects::Scope;
+use crate::print;
+
+/// Compare-and-set rounds before an update gives up on a busy object.
+const MAX_UPDATE_ATTEMPTS: usize = 10;
+const POLL: Duration = Duration::from_millis(200);
+
+/// Reads an object, changes it with `edit`, and writes it back only if
+/// nobody changed it meanwhile; retries on conflict.
+pub async fn update(client: &mut Client, key: ObjectKey, edit: impl Fn(&mut Value) -> anyhow::Result<()>) -> anyhow::Result<Value> {
+    for _ in 0..MAX_UPDATE_ATTEMPTS {
+        let json = client.get(key.clone(), false).await?.with_context(|| format!("{}/{} not found", key.kind, key.name))?;
+        let mut object: Value = serde_json::from_str(&json)?;
+        let revision: u64 = object["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse().unwrap_or(0);
+        edit(&mut object)?;
+        match client.put(key.clone(), object.to_string(), Expect::Revision(revision)).await {
+            Ok((stored, _)) => return Ok(serde_json::from_str(&stored)?),
+            Err(ClientError::Status(s)) if s.code() == Code::Aborted => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("{}/{} kept changing; try again", key.kind, key.name)
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// deployment, replicaset or statefulset.
+    kind: String,
+    name: String,
+    #[arg(long)]
+    replicas: i32,
+}
+
+pub async fn scale(args: ScaleArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let kind = Kind::parse(&args.kind)?;
+    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet) {
+        bail!("{} cannot be scaled: only deployments, replicasets and statefulsets have replicas", kind.plural());
+    }
+    if args.replicas < 0 {
+        bail!("--replicas: must be 0 or more");
+    }
+    let mut client = Client::connect(server).await?;
+    let ns = if scope.namespace.is_empty() { "default" } else { &scope.namespace };
+    update(&mut client, key(kind.name(), ns, &args.name), |o| {
+        o["spec"]["replicas"] = Value::from(args.replicas);
+        Ok(())
+    })
+    .await?;
+    println!("{}/{} scaled", print::resource_name(kind), args.name);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct NodeArgs {
+    node: String,
+}
+
+pub async fn cordon(args: NodeArgs, server: &str, unschedulable: bool) -> anyhow::Result<()> {
+    let mut client = Client::connect(server).await?;
+    let before = client.get(key("Node", "", &args.node), false).await?.with_context(|| format!("node {:?} not found", args.node))?;
+    let was = serde_json::from_str::<Value>(&before)?.pointer("/spec/unschedulable") == Some(&Value::Bool(true));
+    let verb = if unschedulable { "cordoned" } else { "uncordoned" };
+    if was == unschedulable {
+        println!("node/{} already {verb}", args.node);
+        return Ok(());
+    }
+    update(&mut client, key("Node", "", &args.node), |o| {
+        if unschedulable {
+            o["spec"]["unschedulable"] = Value::Bool(true);
+        } else if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("unschedulable");
+        }
+        Ok(())
+    })
+    .await?;
+    println!("node/{} {verb}", args.node);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    node: String,
+    /// How long to wait for the node's Pods to go.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
+}
+
+/// Cordons the node, then deletes its Pods (those of DaemonSets stay, as
+/// with kubectl's --ignore-daemonsets), and waits until they are gone.
+pub async fn drain(args: DrainArgs, server: &str) -> anyhow::Result<()> {
+    cordon(NodeArgs { node: args.node.clone() }, server, true).await?;
+    let mut client = Client::connect(server).await?;
+    let (pods, _) = client.list("Pod", None, false).await?;
+    let mut evicted = Vec::new();
+    for json in pods {
+        let pod: Value = serde_json::from_str(&json)?;
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(args.node.as_str()) {
+            continue;
+        }
+        let refs = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        if refs.iter().any(|r| r["kind"] == "DaemonSet") {
+            continue;
+        }
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match client.delete_object(key("Pod", &ns, &name), false).await {
+            Ok(_) => println!("evicting pod {ns}/{name}"),
+            Err(e) if e.code() == Code::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        }
+        evicted.push((ns, name));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_seconds);
+    for (ns, name) in &evicted {
+        while client.get(key("Pod", ns, name), false).await?.is_some() {
+            if tokio::time::Instant::now() > deadline {
+                bail!("pod {ns}/{name} still exists after {}s", args.timeout_seconds);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    println!("node/{} drained", args.node);
+    Ok(())
+}
+
+pub async fn events(scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let mut client = Client::connect(server).await?;
+    let namespace = if scope.all_namespaces { None } else { Some(if scope.namespace.is_empty() { "default" } else { scope.namespace.as_str() }) };
+    let (items, _) = client.list("Event", namespace, false).await?;
+    let mut events: Vec<Value> = items.iter().filter_map(|j| serde_json::from_str(j).ok()).collect();
+    events.sort_by_key(|e| e.pointer("/lastTimestamp").and_then(Value::as_str).unwrap_or("").to_string());
+    if events.is_empty() {
+        eprintln!("No events found.");
+    } else {
+        print!("{}", print::table(Kind::Event, &events, false, scope.all_namespaces));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    kind: String,
+    name: String,
+    /// condition=NAME[=VALUE] (Ready, Complete, Available, ...), or delete.
+    #[arg(long = "for")]
+    for_: String,
+    #[arg(long, default_value_t = 30)]
+    timeout_seconds: u64,
+}
+
+/// Waits for a condition, printing what it is waiting for meanwhile.
+pub async fn wait(args: WaitArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let kind = Kind::parse(&args.kind)?;
+    let ns = if !kind.namespaced() { "" } else if scope.namespace.is_empty() { "default" } else { &scope.namespace };
+    let target = if args.for_ == "delete" {
+        None
+    } else {
+        let spec = args.for_.strip_prefix("condition=").context("--for: use condition=NAME[=VALUE] or delete")?;
+        let (name, value) = spec.split_once('=').unwrap_or((spec, "True"));
+        Some((name.to_string(), value.to_string()))
+    };
+    let mut client = Client::connect(server).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let shown = format!("{}/{}", print::resource_name(kind), args.name);
+    let mut last_state = String::new();
+    loop {
+        let object = client.get(key(kind.name(), ns, &args.name), false).await?;
+        let state = match (&target, &object) {
+            (None, None) => {
+                println!("{shown} deleted");
+                return Ok(());
+            }
+            (None, Some(_)) => "still exists".to_string(),
+            (Some(_), None) => "not found yet".to_string(),
+            (Some((name, value)), Some(json)) => {
+                let o: Value = serde_json::from_str(json)?;
+                let found = o
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.iter().find(|c| c["type"] == name.as_str()))
+                    .and_then(|c| c["status"].as_str().map(str::to_string));
+                if found.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(value)) {
+                    println!("{shown} condition met");
+                    return Ok(());
+                }
+                format!("condition {name} is {}", found.unwrap_or_else(|| "not reported yet".into()))
+            }
+        };
+        if state != last_state {
+            eprintln!("waiting for {shown}: {state}");
+            last_state = state;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {}s waiting for {shown} ({last_state})", args.timeout_seconds);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
