@@ -150,6 +150,12 @@ async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, batch: Vec<Pending>)
     }
 }
 
+/// What a follower asks of the leader.
+enum Forward {
+    Propose,
+    ReadIndex,
+}
+
 /// Reaches the leader: this peer's own Raft if it leads, the leader's
 /// `RaftTransport` otherwise.
 #[derive(Clone)]
@@ -166,7 +172,7 @@ impl LeaderLink {
         loop {
             let result = match self.leader().await {
                 Some((id, _)) if id == *self.raft.node_id() => self.write_here(command.clone()).await,
-                Some((_, addr)) => self.forward(&addr, "propose", encode(&command)).await.and_then(|b| decode_reply(&b)),
+                Some((_, addr)) => self.forward(&addr, Forward::Propose, encode(&command)).await.and_then(|b| decode_reply(&b)),
                 None => Err(ProposeError::NotLeader),
             };
             match result {
@@ -204,7 +210,7 @@ impl LeaderLink {
         loop {
             let result = match self.leader().await {
                 Some((id, _)) if id == *self.raft.node_id() => self.read_index_here().await,
-                Some((_, addr)) => self.forward(&addr, "read_index", Vec::new()).await.and_then(|b| decode_reply(&b)),
+                Some((_, addr)) => self.forward(&addr, Forward::ReadIndex, Vec::new()).await.and_then(|b| decode_reply(&b)),
                 None => Err(ProposeError::NotLeader),
             };
             match result {
@@ -238,7 +244,7 @@ impl LeaderLink {
         Some((id, node.addr))
     }
 
-    async fn forward(&self, addr: &str, method: &str, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+    async fn forward(&self, addr: &str, method: Forward, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
         let channel = self.channels.get(addr).map_err(|e| ProposeError::Indeterminate(e.to_string()))?;
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -246,8 +252,8 @@ impl LeaderLink {
         let mut req = tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload });
         req.set_timeout(FORWARD_TIMEOUT);
         let reply = match method {
-            "propose" => client.propose(req).await,
-            _ => client.read_index(req).await,
+            Forward::Propose => client.propose(req).await,
+            Forward::ReadIndex => client.read_index(req).await,
         };
         match reply {
             Ok(r) => Ok(r.into_inner().payload),
