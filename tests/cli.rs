@@ -177,3 +177,77 @@ apiVersion: v1\nkind: Event\nmetadata: {name: web.1}\ninvolvedObject: {kind: Dep
     let events = ok(&cli(&a, &["events"], None));
     assert!(events.contains("ScalingReplicaSet") && events.contains("deployment/web"), "{events}");
 }
+
+/// Follows a child's standard output line by line on a thread.
+fn lines_of(mut child: std::process::Child) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_follows_stages_and_get_watch_prints_changes() {
+    let cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    let a = cluster.addr_of(1);
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
+    ok(&cli(&a, &["apply", "-f", "-"], Some(deployment)));
+
+    let (watch, watched) = lines_of(
+        Command::new(flotilla_bin())
+            .args(["get", "deployments", "-w", "--server", &a])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (rollout, stages) = lines_of(
+        Command::new(flotilla_bin())
+            .args(["rollout", "status", "deployment", "web", "--server", &cluster.addr_of(3)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let recv = |rx: &std::sync::mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(10)).expect("output line");
+    // Each stage is confirmed before the next status is written, so no
+    // stage can be skipped however slow the machine.
+    assert_eq!(recv(&stages), "Waiting for deployment spec update to be observed...");
+    let watched_header = recv(&watched);
+    let mut c = cluster.client(2).await;
+    for (status, stage) in [
+        (serde_json::json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}),
+            "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated..."),
+        (serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}),
+            "Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available..."),
+        (serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
+            "deployment \"web\" successfully rolled out"),
+    ] {
+        let mut d: Value = serde_json::from_str(&c.get(key("Deployment", "default", "web"), false).await.unwrap().unwrap()).unwrap();
+        d["status"] = status;
+        c.put(key("Deployment", "default", "web"), d.to_string(), Expect::Present).await.unwrap();
+        assert_eq!(recv(&stages), stage);
+    }
+    let mut rollout = rollout;
+    assert!(rollout.wait().unwrap().success());
+
+    // The watch printed the table, then one row per change, in order.
+    let mut seen = vec![watched_header];
+    while seen.len() < 5 {
+        seen.push(recv(&watched));
+    }
+    let mut watch = watch;
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(seen[0].starts_with("NAME"), "{seen:?}");
+    let ready: Vec<&str> = seen[1..].iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(ready, vec!["0/2", "0/2", "1/2", "2/2"], "{seen:?}");
+}

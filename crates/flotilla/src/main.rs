@@ -56,10 +56,22 @@ enum Command {
     Drain(ops::DrainArgs),
     /// List events.
     Events,
+    /// Follow rollouts.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Wait for a condition of an object, or for its deletion.
     Wait(ops::WaitArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
     Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Wait until a Deployment, StatefulSet or DaemonSet has rolled out,
+    /// printing each stage.
+    Status(ops::RolloutStatusArgs),
 }
 
 fn init_logging(json: bool) {
@@ -99,6 +111,7 @@ fn main() {
             Command::Drain(args) => ops::drain(args, &cli.server).await,
             Command::Events => ops::events(&cli.scope, &cli.server).await,
             Command::Wait(args) => ops::wait(args, &cli.scope, &cli.server).await,
+            Command::Rollout { command: RolloutCommand::Status(args) } => ops::rollout_status(args, &cli.scope, &cli.server).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());

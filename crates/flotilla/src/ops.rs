@@ -207,3 +207,111 @@ pub async fn wait(args: WaitArgs, scope: &Scope, server: &str) -> anyhow::Result
         tokio::time::sleep(POLL).await;
     }
 }
+
+#[derive(Args)]
+pub struct RolloutStatusArgs {
+    /// deployment, statefulset or daemonset.
+    kind: String,
+    name: String,
+    #[arg(long, default_value_t = 300)]
+    timeout_seconds: u64,
+}
+
+/// Where a rollout stands, in kubectl's words; `None` once it is done.
+pub fn rollout_progress(kind: Kind, o: &Value) -> anyhow::Result<Option<String>> {
+    if !matches!(kind, Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet) {
+        bail!("{} have no rollout: use deployments, statefulsets or daemonsets", kind.plural());
+    }
+    let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let num = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    let generation = num("/metadata/generation");
+    let observed = num("/status/observedGeneration");
+    let label = print::resource_name(kind).split('.').next().unwrap_or_default().to_string();
+    if observed < generation {
+        return Ok(Some(format!("Waiting for {label} spec update to be observed...")));
+    }
+    Ok(match kind {
+        Kind::Deployment => {
+            let desired = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let (updated, total, available) = (num("/status/updatedReplicas"), num("/status/replicas"), num("/status/availableReplicas"));
+            if updated < desired {
+                Some(format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {desired} new replicas have been updated..."))
+            } else if total > updated {
+                Some(format!("Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...", total - updated))
+            } else if available < updated {
+                Some(format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."))
+            } else {
+                None
+            }
+        }
+        Kind::StatefulSet => {
+            let desired = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let ready = num("/status/readyReplicas");
+            (ready < desired).then(|| format!("Waiting for {} pods to be ready...", desired - ready))
+        }
+        Kind::DaemonSet => {
+            let desired = num("/status/desiredNumberScheduled");
+            let ready = num("/status/numberReady");
+            (ready < desired).then(|| format!("Waiting for daemon set {name:?} rollout to finish: {ready} of {desired} updated pods are available..."))
+        }
+        _ => unreachable!("checked above"),
+    })
+}
+
+/// Follows a rollout until it completes, printing each new stage.
+pub async fn rollout_status(args: RolloutStatusArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let kind = Kind::parse(&args.kind)?;
+    let ns = if scope.namespace.is_empty() { "default" } else { &scope.namespace };
+    let mut client = Client::connect(server).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_seconds);
+    let mut last = String::new();
+    loop {
+        let json = client.get(key(kind.name(), ns, &args.name), false).await?.with_context(|| {
+            format!("{} {:?} not found", print::resource_name(kind), args.name)
+        })?;
+        match rollout_progress(kind, &serde_json::from_str(&json)?)? {
+            None => {
+                let label = print::resource_name(kind).split('.').next().unwrap_or_default().to_string();
+                println!("{label} {:?} successfully rolled out", args.name);
+                return Ok(());
+            }
+            Some(stage) if stage != last => {
+                println!("{stage}");
+                last = stage;
+            }
+            Some(_) => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {}s: {last}", args.timeout_seconds);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_stages_read_like_kubectl() {
+        let d = |generation: i64, status: Value| {
+            let mut o = serde_json::json!({"metadata": {"name": "web", "generation": generation}, "spec": {"replicas": 3}});
+            o["status"] = status;
+            o
+        };
+        let cases = [
+            (d(2, serde_json::json!({"observedGeneration": 1})), Some("Waiting for deployment spec update to be observed...")),
+            (d(1, serde_json::json!({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 3})),
+                Some("Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated...")),
+            (d(1, serde_json::json!({"observedGeneration": 1, "updatedReplicas": 3, "replicas": 4, "availableReplicas": 3})),
+                Some("Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...")),
+            (d(1, serde_json::json!({"observedGeneration": 1, "updatedReplicas": 3, "replicas": 3, "availableReplicas": 2})),
+                Some("Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...")),
+            (d(1, serde_json::json!({"observedGeneration": 1, "updatedReplicas": 3, "replicas": 3, "availableReplicas": 3})), None),
+        ];
+        for (o, want) in cases {
+            assert_eq!(rollout_progress(Kind::Deployment, &o).unwrap().as_deref(), want);
+        }
+        assert!(rollout_progress(Kind::Job, &d(1, Value::Null)).is_err());
+    }
+}
