@@ -22,7 +22,7 @@ fn a_broken_config_names_the_field() {
     let cases = [
         (good.replace("id = 1\nlisten", "listen"), "missing field `id`"),
         (good.replace("127.0.0.1:7999\"\ndata_dir", "not-an-address\"\ndata_dir"), "line 2: invalid socket address syntax"),
-        (format!("{good}\n[timing]\nheartbeat_ms = 400\n"), "timing.election_timeout_min_ms: 250 must exceed twice timing.heartbeat_ms (400)"),
+        (format!("{good}\n[timing]\nheartbeat_ms = 400\n"), "timing.election_timeout_min_ms: 200 must exceed twice timing.heartbeat_ms (400)"),
         (format!("{good}\n[timing]\nheart_beat = 4\n"), "unknown field `heart_beat`"),
         (format!("max_voters = 2\n{good}"), "max_voters: 2 is not one of 1, 3 or 5"),
     ];

@@ -118,7 +118,7 @@ impl Cluster {
             text.push_str(&format!("\n[[peers]]\nid = {pid}\naddr = \"{}\"\n", self.addr_of(*pid)));
         }
         text.push_str(&format!(
-            "\n[timing]\nheartbeat_ms = 50\nelection_timeout_min_ms = 250\nelection_timeout_max_ms = 500\nreplace_voter_after_ms = {}\n",
+            "\n[timing]\nreplace_voter_after_ms = {}\n",
             o.replace_voter_after_ms
         ));
         text.push_str(&format!(

@@ -159,7 +159,7 @@ async fn write_run(cluster: &Cluster, clients: usize, length: Duration, value: &
 
 async fn failover(kills: usize) -> anyhow::Result<serde_json::Value> {
     let mut cluster = Cluster::start(3, Options::default());
-    println!("leader failover: 3 peers on loopback, default timings (heartbeat 50 ms, election timeout 250-500 ms)");
+    println!("leader failover: 3 peers on loopback, default timings (heartbeat 50 ms, election timeout 200-400 ms)");
     let mut samples = Vec::new();
     for k in 0..kills {
         let leader = cluster.wait_leader(Duration::from_secs(30)).await;

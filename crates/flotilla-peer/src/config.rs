@@ -64,7 +64,11 @@ pub struct Timing {
 
 impl Default for Timing {
     fn default() -> Self {
-        Self { heartbeat_ms: 50, election_timeout_min_ms: 250, election_timeout_max_ms: 500, replace_voter_after_ms: 30_000 }
+        // A follower notices a dead leader after an election timeout and may
+        // vote only once the old leader's lease (the maximum timeout) has
+        // run out, so failover takes up to about twice the maximum: these
+        // keep it under a second while leaving 4 to 8 heartbeats of slack.
+        Self { heartbeat_ms: 50, election_timeout_min_ms: 200, election_timeout_max_ms: 400, replace_voter_after_ms: 30_000 }
     }
 }
 
@@ -242,7 +246,7 @@ heartbeat_ms = 50
         let c = PeerConfig::parse(GOOD, "peer1.toml").unwrap();
         assert_eq!(c.id, 1);
         assert_eq!(c.max_voters, 3);
-        assert_eq!(c.timing.election_timeout_min_ms, 250);
+        assert_eq!(c.timing.election_timeout_min_ms, 200);
         assert_eq!(c.advertised_addr(), "127.0.0.1:7101");
         assert!(c.is_initial_member());
     }
@@ -254,7 +258,7 @@ heartbeat_ms = 50
             (&GOOD.replace("id = 1\ncluster", "id = \"one\"\ncluster"), "peer1.toml: line 2: invalid type: string \"one\", expected u64"),
             (&GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"nowhere\""), "peer1.toml: line 4: invalid socket address syntax"),
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nhartbeat = 3"), "peer1.toml: line 17: unknown field `hartbeat`, expected one of `heartbeat_ms`, `election_timeout_min_ms`, `election_timeout_max_ms`, `replace_voter_after_ms`"),
-            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 200"), "peer1.toml: timing.election_timeout_min_ms: 250 must exceed twice timing.heartbeat_ms (200)"),
+            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 200"), "peer1.toml: timing.election_timeout_min_ms: 200 must exceed twice timing.heartbeat_ms (200)"),
             (&GOOD.replace("cluster = \"local-3\"", "cluster = \"local-3\"\nmax_voters = 4"), "peer1.toml: max_voters: 4 is not one of 1, 3 or 5"),
             (&GOOD.replace("id = 2", "id = 1"), "peer1.toml: peers.id: 1 appears twice"),
             (&GOOD.replace("id = 1\ncluster", "id = 0\ncluster"), "peer1.toml: id: must be at least 1"),

@@ -20,6 +20,7 @@ use flotilla_proto::api::objects_server::ObjectsServer;
 use flotilla_proto::raft::raft_transport_server::RaftTransportServer;
 use flotilla_raft::network::{Channels, MAX_PEER_MESSAGE_BYTES, NetworkFactory};
 use flotilla_raft::{Backend, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SystemClock};
@@ -132,8 +133,16 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
 
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
     let transport = TransportService::new(raft.clone(), link, membership);
+    // Small Raft and client messages must not wait for Nagle's algorithm:
+    // with delayed ACKs that adds ~40 ms to every round trip. The builder's
+    // own nodelay setting does not reach sockets from a custom listener.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|socket| {
+        if let Ok(s) = &socket {
+            let _ = s.set_nodelay(true);
+        }
+        socket
+    });
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             RaftTransportServer::new(transport)
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -145,7 +154,7 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
                 .max_encoding_message_size(MAX_CLIENT_REPLY_BYTES),
         )
         .add_service(ClusterServer::new(api::ClusterService { core }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
