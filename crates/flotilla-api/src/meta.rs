@@ -50,13 +50,6 @@ pub struct OwnerReference {
     pub block_owner_deletion: bool,
 }
 
-impl ObjectMeta {
-    /// The owner reference marked as controller, if any.
-    pub fn controller(&self) -> Option<&OwnerReference> {
-        self.owner_references.iter().find(|r| r.controller)
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LabelSelector {

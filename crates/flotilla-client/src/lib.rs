@@ -76,7 +76,6 @@ pub fn key(kind: &str, namespace: &str, name: &str) -> ObjectKey {
 
 #[derive(Clone)]
 pub struct Client {
-    addr: String,
     objects: ObjectsClient<Channel>,
     cluster: ClusterClient<Channel>,
 }
@@ -91,14 +90,9 @@ impl Client {
             .tcp_nodelay(true);
         let channel = endpoint.connect().await.map_err(|e| connect_error(source_chain(&e)))?;
         Ok(Self {
-            addr: addr.to_string(),
             objects: ObjectsClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES),
             cluster: ClusterClient::new(channel),
         })
-    }
-
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 
     /// Writes an object; returns it as stored and its revision.

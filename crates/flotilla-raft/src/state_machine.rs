@@ -74,14 +74,6 @@ impl StoreHandle {
         f(&applied.store)
     }
 
-    pub fn last_applied(&self) -> Option<LogId> {
-        self.shared.applied.read().expect("applied state lock").last_applied.clone()
-    }
-
-    pub fn membership(&self) -> StoredMembership {
-        self.shared.applied.read().expect("applied state lock").membership.clone()
-    }
-
     /// Waits until the entry at `index` has been applied.
     pub async fn wait_applied(&self, index: u64) {
         let mut rx = self.shared.applied_index.subscribe();
