@@ -38,6 +38,10 @@ enum Bench {
         /// Repetitions per concurrency; figures are medians over them.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Send writes to every peer in turn (followers forward them), or to
+        /// the leader only.
+        #[arg(long, value_enum, default_value = "all")]
+        via: Via,
     },
     /// Time from SIGKILL of the leader to the first acknowledged write
     /// through another peer.
@@ -45,6 +49,12 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    All,
+    Leader,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -74,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     std::fs::create_dir_all(&cli.out).with_context(|| format!("--out {}", cli.out.display()))?;
     let result = match cli.command {
-        Bench::Writes { clients, seconds, value_bytes, runs } => writes(&clients, seconds, value_bytes, runs).await?,
+        Bench::Writes { clients, seconds, value_bytes, runs, via } => writes(&clients, seconds, value_bytes, runs, via).await?,
         Bench::Failover { kills } => failover(kills).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
@@ -85,17 +95,22 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize) -> anyhow::Result<serde_json::Value> {
+async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize, via: Via) -> anyhow::Result<serde_json::Value> {
     let cluster = Cluster::start(3, Options::default());
-    cluster.wait_leader(Duration::from_secs(30)).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let targets: Vec<String> = match via {
+        Via::All => (1..=3).map(|id| cluster.addr_of(id)).collect(),
+        Via::Leader => vec![cluster.addr_of(leader)],
+    };
     let value = "v".repeat(value_bytes);
-    println!("replicated writes: 3 peers on loopback, RocksDB with fsync, {value_bytes}-byte values, clients spread over all peers");
+    let spread = if via == Via::All { "clients spread over all peers" } else { "clients on the leader" };
+    println!("replicated writes: 3 peers on loopback, RocksDB with fsync, {value_bytes}-byte values, {spread}");
     println!("{:>8} {:>12} {:>10} {:>10}", "clients", "writes/s", "p50 ms", "p99 ms");
     let mut rows = Vec::new();
     for &clients in levels {
         let mut per_run = Vec::new();
         for run in 0..runs {
-            per_run.push(write_run(&cluster, clients, Duration::from_secs(seconds), &value, run).await?);
+            per_run.push(write_run(&targets, clients, Duration::from_secs(seconds), &value, run).await?);
         }
         let row = json!({
             "clients": clients,
@@ -110,18 +125,19 @@ async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize)
         );
         rows.push(row);
     }
-    Ok(json!({ "bench": "writes", "seconds": seconds, "value_bytes": value_bytes, "runs": runs, "results": rows }))
+    let via_name = if via == Via::All { "all" } else { "leader" };
+    Ok(json!({ "bench": format!("writes-via-{via_name}"), "seconds": seconds, "value_bytes": value_bytes, "runs": runs, "results": rows }))
 }
 
 /// One run at one concurrency: (writes/s, p50 ms, p99 ms).
-async fn write_run(cluster: &Cluster, clients: usize, length: Duration, value: &str, run: usize) -> anyhow::Result<(f64, f64, f64)> {
+async fn write_run(targets: &[String], clients: usize, length: Duration, value: &str, run: usize) -> anyhow::Result<(f64, f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     // Writes completing during the warm-up (connections, leader caches) are
     // not counted.
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let addr = cluster.addr_of((c % 3) as u64 + 1);
+        let addr = targets[c % targets.len()].clone();
         let stop = stop.clone();
         let measuring = measuring.clone();
         let object = flotilla_blackbox::config_map(value);
