@@ -18,14 +18,20 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Memory {
     }
 }
 
-struct Rocks;
+/// Builds each store in its own directory under one parent, removed when
+/// the test ends: the suite does not drop every guard it is handed.
+struct Rocks {
+    parent: tempfile::TempDir,
+    built: std::sync::atomic::AtomicUsize,
+}
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Rocks {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let backend = Arc::new(RocksBackend::open(&dir.path().join("db")).expect("rocksdb"));
-        let sm = StateMachine::open(backend.clone(), Some(dir.path().join("snapshot.bin")), 100).expect("state machine");
-        Ok((dir, LogStore::new(backend), sm))
+impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Rocks {
+    async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<TypeConfig>> {
+        let n = self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = self.parent.path().join(n.to_string());
+        let backend = Arc::new(RocksBackend::open(&dir.join("db")).expect("rocksdb"));
+        let sm = StateMachine::open(backend.clone(), Some(dir.join("snapshot.bin")), 100).expect("state machine");
+        Ok(((), LogStore::new(backend), sm))
     }
 }
 
@@ -36,5 +42,6 @@ fn memory_backend_passes_the_openraft_storage_suite() {
 
 #[test]
 fn rocksdb_backend_passes_the_openraft_storage_suite() {
-    TypeConfig::run(async { Suite::test_all(Rocks).await.expect("suite") });
+    let rocks = Rocks { parent: tempfile::tempdir().expect("temporary directory"), built: Default::default() };
+    TypeConfig::run(async { Suite::test_all(rocks).await.expect("suite") });
 }
