@@ -219,18 +219,9 @@ pub struct RolloutStatusArgs {
 
 /// Where a rollout stands, in kubectl's words; `None` once it is done.
 pub fn rollout_progress(kind: Kind, o: &Value) -> anyhow::Result<Option<String>> {
-    if !matches!(kind, Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet) {
-        bail!("{} have no rollout: use deployments, statefulsets or daemonsets", kind.plural());
-    }
     let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     let num = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-    let generation = num("/metadata/generation");
-    let observed = num("/status/observedGeneration");
-    let label = print::resource_name(kind).split('.').next().unwrap_or_default().to_string();
-    if observed < generation {
-        return Ok(Some(format!("Waiting for {label} spec update to be observed...")));
-    }
-    Ok(match kind {
+    let stage = match kind {
         Kind::Deployment => {
             let desired = o.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
             let (updated, total, available) = (num("/status/updatedReplicas"), num("/status/replicas"), num("/status/availableReplicas"));
@@ -254,8 +245,14 @@ pub fn rollout_progress(kind: Kind, o: &Value) -> anyhow::Result<Option<String>>
             let ready = num("/status/numberReady");
             (ready < desired).then(|| format!("Waiting for daemon set {name:?} rollout to finish: {ready} of {desired} updated pods are available..."))
         }
-        _ => unreachable!("checked above"),
-    })
+        other => bail!("{} have no rollout: use deployments, statefulsets or daemonsets", other.plural()),
+    };
+    // Status that predates the latest spec says nothing about this rollout.
+    if num("/status/observedGeneration") < num("/metadata/generation") {
+        let label = print::resource_name(kind).split('.').next().unwrap_or_default().to_string();
+        return Ok(Some(format!("Waiting for {label} spec update to be observed...")));
+    }
+    Ok(stage)
 }
 
 /// Follows a rollout until it completes, printing each new stage.
