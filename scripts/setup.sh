@@ -4,8 +4,13 @@
 set -euo pipefail
 
 need_apt=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-  need_apt+=(libclang-dev)
+# bindgen loads libclang itself (libclang.so); libclang-cpp, which some
+# images carry, does not do.
+if command -v dpkg >/dev/null; then
+  dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+elif ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
+  echo "setup: libclang is required to build RocksDB's bindings; install it (libclang-dev)" >&2
+  exit 1
 fi
 command -v cc >/dev/null || need_apt+=(build-essential)
 if ((${#need_apt[@]})); then
