@@ -11,9 +11,12 @@ pub mod object;
 pub mod path;
 pub mod pod;
 pub mod quantity;
+pub mod time;
 pub mod workloads;
 
+pub use cluster::{ConfigMap, Node};
 pub use object::{Decoded, FieldError, Kind, KindError, Object};
+pub use pod::Pod;
 pub use path::FieldPath;
 pub mod defaults;
 pub mod validate;
