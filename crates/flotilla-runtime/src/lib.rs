@@ -1,0 +1,224 @@
+//! The seam between the node agent and whatever runs containers.
+//!
+//! A runtime knows sandboxes (what a Pod's containers share: network
+//! namespace, hostname, volumes) and containers (one process tree each). It
+//! knows nothing of restart policies, probes' thresholds or Pod phases: the
+//! agent owns those, so every runtime (process, docker, fake) gets the same
+//! Pod semantics.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod fake;
+pub mod process;
+
+/// Bytes a container's log keeps at most; older output is dropped in halves
+/// so a chatty container never fills the disk.
+pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 10 << 20;
+
+/// Everything a Pod's containers share.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxSpec {
+    /// The Pod's uid: sandboxes are found again by it after a restart.
+    pub pod_uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// The Pod's hostname (its name unless `spec.hostname` says otherwise).
+    pub hostname: String,
+    pub volumes: Vec<VolumeSpec>,
+    /// TCP ports the Pod's containers listen on that the host should reach
+    /// (`hostPort`): container port to host port.
+    pub host_ports: Vec<(u16, u16)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub source: VolumeSource,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum VolumeSource {
+    /// A directory that lives as long as the sandbox.
+    EmptyDir,
+    /// A path of the host, used as it is.
+    HostPath { path: PathBuf },
+    /// Files written once when the sandbox is made: file name to contents.
+    Files { files: BTreeMap<String, String> },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// Recorded by the process runtime (commands come from the host);
+    /// pulled and run by the docker runtime.
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub mounts: Vec<MountSpec>,
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_limit_millis: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountSpec {
+    /// Names a volume of the sandbox.
+    pub volume: String,
+    pub mount_path: String,
+    pub read_only: bool,
+}
+
+/// Opaque handles, stable across a peer restart where the runtime can
+/// adopt what it finds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SandboxId(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(pub String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Running { started_at_unix_ms: u64 },
+    Exited(ExitStatus),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub exit_code: i32,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// The kernel's out-of-memory killer ended it.
+    pub oom_killed: bool,
+    pub started_at_unix_ms: u64,
+    pub finished_at_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// What a probe checks from outside the container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetworkCheck {
+    Tcp { port: u16 },
+    Http { port: u16, path: String },
+}
+
+/// What this runtime can enforce on this machine, found once at start and
+/// shown in the Node's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub network_isolation: bool,
+    pub filesystem_isolation: bool,
+    pub memory_limits: bool,
+    pub cpu_limits: bool,
+    /// One sentence per thing it cannot do, and why.
+    pub limitations: Vec<String>,
+}
+
+/// A sandbox found on the machine, as `list_sandboxes` reports it after a
+/// peer restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxInfo {
+    pub id: SandboxId,
+    pub pod_uid: String,
+    pub containers: Vec<ContainerInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerInfo {
+    pub id: ContainerId,
+    pub name: String,
+    pub attempt: u32,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("sandbox {0:?} not found")]
+    NoSandbox(SandboxId),
+    #[error("container {0:?} not found")]
+    NoContainer(ContainerId),
+    /// The container could not start (no such program, bad working
+    /// directory, ...): the agent reports it and retries with back-off.
+    #[error("cannot start container {container}: {message}")]
+    Start { container: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs sandboxes and containers. Every method is safe to call again after
+/// a failure; `stop_container` and `remove_sandbox` on something already
+/// gone succeed.
+#[async_trait::async_trait]
+pub trait PodRuntime: Send + Sync + 'static {
+    /// `process`, `docker` or `fake`.
+    fn name(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    async fn create_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxId, RuntimeError>;
+
+    /// Starts one container in the sandbox. `attempt` counts restarts of
+    /// this container from 0; a runtime keeps at least the previous
+    /// attempt's log for `--previous`.
+    async fn start_container(
+        &self,
+        sandbox: &SandboxId,
+        spec: &ContainerSpec,
+        attempt: u32,
+    ) -> Result<ContainerId, RuntimeError>;
+
+    async fn container_state(&self, container: &ContainerId) -> Result<ContainerState, RuntimeError>;
+
+    /// SIGTERM, then SIGKILL once `grace` has passed; returns when the
+    /// container's processes are gone.
+    async fn stop_container(&self, container: &ContainerId, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Stops whatever still runs in the sandbox and removes it with its
+    /// emptyDir volumes.
+    async fn remove_sandbox(&self, sandbox: &SandboxId) -> Result<(), RuntimeError>;
+
+    /// Runs a command inside a running container, as `exec` and exec
+    /// probes do, killing it after `timeout`.
+    async fn exec(
+        &self,
+        container: &ContainerId,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
+
+    /// Checks a port of the sandbox from inside its network, as tcpSocket
+    /// and httpGet probes do: true when it answers (HTTP 200 to 399).
+    async fn check_network(
+        &self,
+        sandbox: &SandboxId,
+        check: &NetworkCheck,
+        timeout: Duration,
+    ) -> Result<bool, RuntimeError>;
+
+    /// The container's output so far (stdout and stderr interleaved), the
+    /// last `tail_lines` lines if given; with `previous`, the attempt
+    /// before this container's.
+    async fn read_logs(
+        &self,
+        container: &ContainerId,
+        previous: bool,
+        tail_lines: Option<usize>,
+    ) -> Result<Vec<u8>, RuntimeError>;
+
+    /// Output appended after `offset` bytes (for `logs -f`), and the new
+    /// offset.
+    async fn read_logs_from(&self, container: &ContainerId, offset: u64) -> Result<(Vec<u8>, u64), RuntimeError>;
+
+    /// Sandboxes left from before a peer restart.
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;
+}

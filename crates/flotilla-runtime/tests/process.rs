@@ -1,0 +1,794 @@
+//! The process runtime against real processes, namespaces and cgroups.
+//! Needs root to isolate; tests that need isolation or cgroups say why
+//! they skip where the machine does not allow them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
+use flotilla_runtime::{
+    ContainerId, ContainerSpec, ContainerState, ExitStatus, MountSpec, NetworkCheck, PodRuntime,
+    RuntimeError, SandboxId, SandboxSpec, VolumeSource, VolumeSpec,
+};
+
+const PYTHON: &str = "/usr/bin/python3";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn runtime(dir: &Path) -> ProcessRuntime {
+    ProcessRuntime::new(dir.join("pods"), ProcessOptions::default()).expect("runtime")
+}
+
+/// The runtime, or `None` (with the reason printed) where this machine
+/// cannot isolate Pods.
+fn isolated_runtime(dir: &Path) -> Option<ProcessRuntime> {
+    let rt = runtime(dir);
+    if rt.capabilities().network_isolation {
+        Some(rt)
+    } else {
+        println!(
+            "skipped: no namespaces here: {:?}",
+            rt.capabilities().limitations
+        );
+        None
+    }
+}
+
+fn sandbox(uid: &str, volumes: Vec<VolumeSpec>) -> SandboxSpec {
+    SandboxSpec {
+        pod_uid: uid.into(),
+        namespace: "default".into(),
+        name: format!("pod-{uid}"),
+        hostname: format!("pod-{uid}"),
+        volumes,
+        host_ports: Vec::new(),
+    }
+}
+
+fn volume(name: &str, source: VolumeSource) -> VolumeSpec {
+    VolumeSpec {
+        name: name.into(),
+        source,
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> MountSpec {
+    MountSpec {
+        volume: volume.into(),
+        mount_path: path.into(),
+        read_only,
+    }
+}
+
+fn container(name: &str, command: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: "busybox".into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        args: Vec::new(),
+        env: Vec::new(),
+        working_dir: None,
+        mounts: Vec::new(),
+        memory_limit_bytes: None,
+        cpu_limit_millis: None,
+    }
+}
+
+fn sh(name: &str, script: &str) -> ContainerSpec {
+    container(name, &["/bin/sh", "-c", script])
+}
+
+async fn wait_exit(rt: &ProcessRuntime, id: &ContainerId) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let ContainerState::Exited(exit) = rt.container_state(id).await.expect("state") {
+            return exit;
+        }
+        assert!(Instant::now() < deadline, "{id:?} did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_listening(rt: &ProcessRuntime, sandbox: &SandboxId, port: u16) {
+    let deadline = Instant::now() + WAIT;
+    while !rt
+        .check_network(sandbox, &NetworkCheck::Tcp { port }, Duration::from_secs(1))
+        .await
+        .expect("check")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} in {sandbox:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn logs(rt: &ProcessRuntime, id: &ContainerId) -> String {
+    String::from_utf8(rt.read_logs(id, false, None).await.expect("logs")).expect("utf-8")
+}
+
+fn http_server(name: &str, port: u16, dir: &str) -> ContainerSpec {
+    let port = port.to_string();
+    container(
+        name,
+        &[
+            PYTHON,
+            "-m",
+            "http.server",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            dir,
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = isolated_runtime(dir.path()) else {
+        return;
+    };
+    let files = BTreeMap::from([("app.conf".to_string(), "level=debug\n".to_string())]);
+    let spec = sandbox(
+        "share-1",
+        vec![
+            volume("shared", VolumeSource::EmptyDir),
+            volume("conf", VolumeSource::Files { files }),
+        ],
+    );
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    assert_eq!(
+        rt.create_sandbox(&spec).await.unwrap(),
+        pod,
+        "creating again is idempotent"
+    );
+
+    let mut writer = sh(
+        "writer",
+        "echo hello-from-writer > /flotilla-data/hello.txt",
+    );
+    writer.mounts = vec![mount("shared", "/flotilla-data", false)];
+    let writer_id = rt.start_container(&pod, &writer, 0).await.unwrap();
+    assert_eq!(
+        wait_exit(&rt, &writer_id).await.exit_code,
+        0,
+        "{}",
+        logs(&rt, &writer_id).await
+    );
+
+    let mut server = http_server("server", 8080, "/srv/www");
+    server.mounts = vec![
+        mount("shared", "/srv/www", true),
+        mount("conf", "/etc/flotilla-test-conf", true),
+    ];
+    let server_id = rt.start_container(&pod, &server, 0).await.unwrap();
+    wait_listening(&rt, &pod, 8080).await;
+
+    let client = container(
+        "client",
+        &[
+            PYTHON,
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/hello.txt').read().decode().strip())",
+        ],
+    );
+    let client_id = rt.start_container(&pod, &client, 0).await.unwrap();
+    assert_eq!(
+        wait_exit(&rt, &client_id).await.exit_code,
+        0,
+        "{}",
+        logs(&rt, &client_id).await
+    );
+    assert!(logs(&rt, &client_id).await.contains("hello-from-writer"));
+
+    // The config volume shadows the host's /etc without hiding it or
+    // touching it, and a read-only mount refuses writes.
+    let out = rt
+        .exec(
+            &server_id,
+            &["/bin/sh".into(), "-c".into(), "cat /etc/flotilla-test-conf/app.conf; test -r /etc/passwd && echo passwd-visible; touch /srv/www/x || echo read-only".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("level=debug")
+            && text.contains("passwd-visible")
+            && text.contains("read-only"),
+        "{text}"
+    );
+    assert!(!Path::new("/flotilla-data").exists());
+    assert!(!Path::new("/etc/flotilla-test-conf").exists());
+
+    let http = |path: &str| NetworkCheck::Http {
+        port: 8080,
+        path: path.into(),
+    };
+    assert!(
+        rt.check_network(&pod, &http("/hello.txt"), Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !rt.check_network(&pod, &http("/missing"), Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !rt.check_network(
+            &pod,
+            &NetworkCheck::Tcp { port: 8081 },
+            Duration::from_secs(5)
+        )
+        .await
+        .unwrap()
+    );
+
+    // Another Pod listens on the same port in its own network.
+    let other = rt
+        .create_sandbox(&sandbox("share-2", Vec::new()))
+        .await
+        .unwrap();
+    assert!(
+        !rt.check_network(
+            &other,
+            &NetworkCheck::Tcp { port: 8080 },
+            Duration::from_secs(5)
+        )
+        .await
+        .unwrap()
+    );
+    let other_server = rt
+        .start_container(&other, &http_server("server", 8080, "/tmp"), 0)
+        .await
+        .unwrap();
+    wait_listening(&rt, &other, 8080).await;
+    assert!(
+        !rt.check_network(&other, &http("/hello.txt"), Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        rt.container_state(&server_id).await.unwrap(),
+        ContainerState::Running { .. }
+    ));
+    assert!(matches!(
+        rt.container_state(&other_server).await.unwrap(),
+        ContainerState::Running { .. }
+    ));
+
+    rt.remove_sandbox(&pod).await.unwrap();
+    rt.remove_sandbox(&other).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_env_args_and_working_dir_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = isolated_runtime(dir.path()) else {
+        return;
+    };
+    let pod = rt
+        .create_sandbox(&sandbox("env-1", Vec::new()))
+        .await
+        .unwrap();
+    let mut spec = sh(
+        "main",
+        r#"echo "$(cat /proc/sys/kernel/hostname)|$HOSTNAME|$GREETING|$0|$1|$(pwd)""#,
+    );
+    spec.args = vec!["first".into(), "second".into()];
+    spec.env = vec![("GREETING".into(), "hi there".into())];
+    spec.working_dir = Some("/usr/share".into());
+    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+    assert_eq!(wait_exit(&rt, &id).await.exit_code, 0);
+    assert_eq!(
+        logs(&rt, &id).await,
+        "pod-env-1|pod-env-1|hi there|first|second|/usr/share\n"
+    );
+
+    let mut bad_dir = sh("baddir", "true");
+    bad_dir.working_dir = Some("/no/such/dir".into());
+    let missing = container("missing", &["/no/such/program"]);
+    for spec in [bad_dir, missing, container("empty", &[])] {
+        let result = rt.start_container(&pod, &spec, 0).await;
+        assert!(
+            matches!(result, Err(RuntimeError::Start { .. })),
+            "{}: {result:?}",
+            spec.name
+        );
+        let cgroup = format!("/sys/fs/cgroup/memory/flotilla/env-1-{}", spec.name);
+        assert!(
+            !Path::new(&cgroup).exists(),
+            "a failed start leaves no cgroup"
+        );
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_signals_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let pod = rt
+        .create_sandbox(&sandbox("exit-1", Vec::new()))
+        .await
+        .unwrap();
+    let cases: &[(&str, i32, Option<i32>)] = &[
+        ("true", 0, None),
+        ("exit 3", 3, None),
+        ("kill -TERM $$", 143, Some(15)),
+        ("kill -KILL $$", 137, Some(9)),
+    ];
+    for (i, (script, code, signal)) in cases.iter().enumerate() {
+        let before = now_ms();
+        let id = rt
+            .start_container(&pod, &sh(&format!("c{i}"), script), 0)
+            .await
+            .unwrap();
+        let exit = wait_exit(&rt, &id).await;
+        assert_eq!(
+            (exit.exit_code, exit.signal, exit.oom_killed),
+            (*code, *signal, false),
+            "{script}"
+        );
+        assert!(
+            exit.started_at_unix_ms >= before
+                && exit.finished_at_unix_ms >= exit.started_at_unix_ms,
+            "{script}"
+        );
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_terms_then_kills_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let pod = rt
+        .create_sandbox(&sandbox("stop-1", Vec::new()))
+        .await
+        .unwrap();
+
+    let polite = sh(
+        "polite",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let stubborn = sh(
+        "stubborn",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let polite_id = rt.start_container(&pod, &polite, 0).await.unwrap();
+    let stubborn_id = rt.start_container(&pod, &stubborn, 0).await.unwrap();
+    for id in [&polite_id, &stubborn_id] {
+        let deadline = Instant::now() + WAIT;
+        while !logs(&rt, id).await.contains("ready") {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let started = Instant::now();
+    rt.stop_container(&polite_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let exit = wait_exit(&rt, &polite_id).await;
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+    assert!(logs(&rt, &polite_id).await.contains("bye"));
+
+    let started = Instant::now();
+    rt.stop_container(&stubborn_id, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let exit = wait_exit(&rt, &stubborn_id).await;
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+
+    // Stopping what is gone succeeds.
+    rt.stop_container(&stubborn_id, Duration::ZERO)
+        .await
+        .unwrap();
+    rt.stop_container(&ContainerId("stop-1/nobody/0".into()), Duration::ZERO)
+        .await
+        .unwrap();
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_kills_a_hog_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    if !rt.capabilities().memory_limits {
+        println!(
+            "skipped: no memory limits here: {:?}",
+            rt.capabilities().limitations
+        );
+        return;
+    }
+    let pod = rt
+        .create_sandbox(&sandbox("oom-1", Vec::new()))
+        .await
+        .unwrap();
+    let cases: &[(&str, usize, bool)] = &[("hog", 200, true), ("modest", 10, false)];
+    for (name, mib, oom) in cases {
+        let script = format!("x = b'a' * ({mib} << 20)");
+        let mut spec = container(name, &[PYTHON, "-c", &script]);
+        spec.memory_limit_bytes = Some(50 << 20);
+        spec.cpu_limit_millis = Some(500);
+        let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+        let exit = wait_exit(&rt, &id).await;
+        assert_eq!(exit.oom_killed, *oom, "{name}: {exit:?}");
+        if *oom {
+            assert_eq!(exit.signal, Some(9), "{name}");
+        } else {
+            assert_eq!(exit.exit_code, 0, "{name}: {}", logs(&rt, &id).await);
+        }
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_keep_tail_previous_and_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ProcessOptions {
+        log_limit_bytes: 4096,
+        ..ProcessOptions::default()
+    };
+    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
+    let pod = rt
+        .create_sandbox(&sandbox("logs-1", Vec::new()))
+        .await
+        .unwrap();
+
+    let first = rt
+        .start_container(
+            &pod,
+            &sh("app", "for i in 1 2 3 4 5; do echo $i; done; echo oops >&2"),
+            0,
+        )
+        .await
+        .unwrap();
+    wait_exit(&rt, &first).await;
+    assert_eq!(logs(&rt, &first).await, "1\n2\n3\n4\n5\noops\n");
+    assert!(
+        rt.read_logs(&first, true, None).await.is_err(),
+        "attempt 0 has no previous"
+    );
+
+    let second = rt
+        .start_container(&pod, &sh("app", "echo second"), 1)
+        .await
+        .unwrap();
+    wait_exit(&rt, &second).await;
+    assert_eq!(logs(&rt, &second).await, "second\n");
+    assert_eq!(
+        rt.read_logs(&second, true, Some(2)).await.unwrap(),
+        b"5\noops\n"
+    );
+    assert_eq!(
+        rt.read_logs_from(&second, 0).await.unwrap(),
+        (b"second\n".to_vec(), 7)
+    );
+    assert_eq!(
+        rt.read_logs_from(&second, 7).await.unwrap(),
+        (Vec::new(), 7)
+    );
+
+    let chatty = rt
+        .start_container(
+            &pod,
+            &sh(
+                "chatty",
+                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+            ),
+            0,
+        )
+        .await
+        .unwrap();
+    wait_exit(&rt, &chatty).await;
+    let text = logs(&rt, &chatty).await;
+    assert!(text.len() <= 4096, "{} bytes kept", text.len());
+    assert!(text.ends_with("line-1999\n"));
+    assert_eq!(
+        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
+        b"line-1999\n"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_inside_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = isolated_runtime(dir.path()) else {
+        return;
+    };
+    let pod = rt
+        .create_sandbox(&sandbox(
+            "exec-1",
+            vec![volume("data", VolumeSource::EmptyDir)],
+        ))
+        .await
+        .unwrap();
+    let mut spec = sh(
+        "main",
+        "echo inside > /flotilla-exec/marker; exec sleep 1000",
+    );
+    spec.env = vec![("FOO".into(), "bar".into())];
+    spec.working_dir = Some("/flotilla-exec".into());
+    spec.mounts = vec![mount("data", "/flotilla-exec", false)];
+    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+    let cmd = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
+
+    let deadline = Instant::now() + WAIT;
+    let out = loop {
+        let out = rt
+            .exec(
+                &id,
+                &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        if out.exit_code == 0 || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bar /flotilla-exec pod-exec-1 inside\n"
+    );
+
+    let out = rt
+        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stderr.as_slice()),
+        (7, b"err\n".as_slice())
+    );
+    let out = rt
+        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 127);
+
+    let started = Instant::now();
+    assert!(
+        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(300))
+            .await
+            .is_err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    rt.stop_container(&id, Duration::ZERO).await.unwrap();
+    assert!(
+        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
+            .await
+            .is_err(),
+        "no exec in an exited container"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
+    let spec = sandbox(
+        "rm-1",
+        vec![
+            volume(
+                "host",
+                VolumeSource::HostPath {
+                    path: host.path().to_owned(),
+                },
+            ),
+            volume("scratch", VolumeSource::EmptyDir),
+        ],
+    );
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    let mut main = sh(
+        "main",
+        "echo $$; cat /host/keep.txt; touch /scratch/x; exec sleep 1000",
+    );
+    main.mounts = vec![
+        mount("host", "/host", false),
+        mount("scratch", "/scratch", false),
+    ];
+    let id = rt.start_container(&pod, &main, 0).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !logs(&rt, &id).await.contains("precious") {
+        assert!(Instant::now() < deadline, "{}", logs(&rt, &id).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid: i32 = logs(&rt, &id)
+        .await
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let state_dir = dir.path().join("pods").join("rm-1");
+    assert!(state_dir.join("volumes/scratch/x").exists());
+
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(!state_dir.exists());
+    assert!(!alive(pid), "the container's process is gone");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
+        "precious"
+    );
+    for hierarchy in ["memory", "cpu"] {
+        assert!(!Path::new(&format!("/sys/fs/cgroup/{hierarchy}/flotilla/rm-1-main")).exists());
+    }
+    assert!(matches!(
+        rt.container_state(&id).await,
+        Err(RuntimeError::NoContainer(_))
+    ));
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(rt.list_sandboxes().await.unwrap().is_empty());
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 1..]
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runtime_kills_leftovers_and_reports_them_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let pod = rt
+        .create_sandbox(&sandbox("restart-1", Vec::new()))
+        .await
+        .unwrap();
+    let id = rt
+        .start_container(&pod, &sh("main", "echo $$; exec sleep 1000"), 2)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let pid: i32 = loop {
+        if let Some(Ok(pid)) = logs(&rt, &id).await.lines().next().map(str::parse) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(rt);
+    assert!(
+        alive(pid),
+        "dropping the runtime alone leaves the container (the peer process lives on)"
+    );
+
+    let rt = runtime(dir.path());
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover {pid} was not killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = rt.list_sandboxes().await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].pod_uid, "restart-1");
+    assert_eq!(found[0].containers.len(), 1);
+    let info = &found[0].containers[0];
+    assert_eq!(
+        (info.id.clone(), info.name.as_str(), info.attempt),
+        (id.clone(), "main", 2)
+    );
+    assert!(
+        matches!(&info.state, ContainerState::Exited(e) if e.signal == Some(9)),
+        "{:?}",
+        info.state
+    );
+    assert!(logs(&rt, &id).await.starts_with(&pid.to_string()));
+    assert!(matches!(
+        rt.start_container(&pod, &sh("main", "true"), 3).await,
+        Err(RuntimeError::Start { .. })
+    ));
+
+    // Made again, it runs containers.
+    rt.create_sandbox(&sandbox("restart-1", Vec::new()))
+        .await
+        .unwrap();
+    let again = rt
+        .start_container(&pod, &sh("main", "exit 0"), 3)
+        .await
+        .unwrap();
+    assert_eq!(wait_exit(&rt, &again).await.exit_code, 0);
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(!dir.path().join("pods/restart-1").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ports_reach_the_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = isolated_runtime(dir.path()) else {
+        return;
+    };
+    let host_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut spec = sandbox("ports-1", vec![volume("www", VolumeSource::EmptyDir)]);
+    spec.host_ports = vec![(8080, host_port)];
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    let mut server = http_server("server", 8080, "/www");
+    server.mounts = vec![mount("www", "/www", false)];
+    rt.start_container(&pod, &server, 0).await.unwrap();
+    wait_listening(&rt, &pod, 8080).await;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", host_port)).unwrap();
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err(),
+        "the host port is closed with the Pod"
+    );
+}
+
+#[test]
+fn capabilities_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ProcessOptions {
+        isolation: false,
+        cgroups: false,
+        ..ProcessOptions::default()
+    };
+    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
+    let caps = rt.capabilities();
+    assert_eq!(rt.name(), "process");
+    assert!(
+        !caps.network_isolation
+            && !caps.filesystem_isolation
+            && !caps.memory_limits
+            && !caps.cpu_limits
+    );
+    assert!(
+        caps.limitations.iter().any(|l| l.contains("network")),
+        "{:?}",
+        caps.limitations
+    );
+    assert!(
+        caps.limitations.iter().any(|l| l.contains("memory")),
+        "{:?}",
+        caps.limitations
+    );
+    let full = runtime(dir.path());
+    if full.capabilities().network_isolation {
+        assert!(
+            !full
+                .capabilities()
+                .limitations
+                .iter()
+                .any(|l| l.contains("network"))
+        );
+    }
+}
