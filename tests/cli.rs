@@ -1,10 +1,9 @@
 //! The kubectl-style CLI against a real three-peer cluster.
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use flotilla_blackbox::{Cluster, Expect, Options, flotilla_bin, key};
+use flotilla_blackbox::{Cluster, Options, cli, flotilla_bin, key};
 use serde_json::Value;
 
 const FORM: Duration = Duration::from_secs(30);
@@ -13,21 +12,8 @@ fn seed_job() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/flotilla-api/tests/golden/job.yaml")).unwrap()
 }
 
-fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(flotilla_bin())
-        .args(args)
-        .env("FLOTILLA_SERVER", server)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().unwrap()
-}
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: busybox, command: [sleep, '3600']}]\n";
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -62,12 +48,17 @@ async fn apply_get_update_and_delete_through_the_cli() {
     assert!(yaml.contains("restartPolicy: OnFailure"), "{yaml}");
     assert_eq!(ok(&cli(&a, &["get", "jobs", "-o", "name"], None)).trim(), "job.batch/hello");
 
-    // An update through apply keeps the status the system wrote.
+    // An update through apply keeps the status the Job controller wrote.
     let mut c = cluster.client(2).await;
-    let mut live: Value = serde_json::from_str(&c.get(key("Job", "default", "hello"), false).await.unwrap().unwrap()).unwrap();
-    live["status"] = serde_json::json!({"active": 1, "succeeded": 0, "failed": 0});
-    let rv: u64 = live["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    c.put(key("Job", "default", "hello"), live.to_string(), Expect::Revision(rv)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let live: Value = serde_json::from_str(&c.get(key("Job", "default", "hello"), false).await.unwrap().unwrap()).unwrap();
+        if live["status"]["active"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the Job controller never counted its Pod: {live}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let changed = seed_job().replace("sleep 3600", "sleep 60");
     assert_eq!(ok(&cli(&a, &["apply", "-f", "-"], Some(&changed))).trim(), "job.batch/hello configured");
     let after: Value = serde_json::from_str(&ok(&cli(&b, &["get", "job", "hello", "-o", "json"], None))).unwrap();
@@ -81,34 +72,23 @@ async fn apply_get_update_and_delete_through_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
-    // Deleting a Deployment removes what it owns, transitively.
-    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
-    ok(&cli(&a, &["apply", "-f", "-"], Some(deployment)));
-    let d: Value = serde_json::from_str(&ok(&cli(&a, &["get", "deploy", "web", "-o", "json"], None))).unwrap();
-    let owned = |kind: &str, name: &str, owner_kind: &str, owner: &Value| {
-        format!(
-            "apiVersion: {}\nkind: {kind}\nmetadata:\n  name: {name}\n  labels: {{app: web}}\n  ownerReferences:\n  - {{apiVersion: {}, kind: {owner_kind}, name: {}, uid: {}, controller: true}}\nspec:\n{}",
-            if kind == "Pod" { "v1" } else { "apps/v1" },
-            owner["apiVersion"].as_str().unwrap(),
-            owner["metadata"]["name"].as_str().unwrap(),
-            owner["metadata"]["uid"].as_str().unwrap(),
-            if kind == "Pod" {
-                "  containers: [{name: web, image: nginx}]\n".to_string()
-            } else {
-                "  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n".to_string()
-            }
-        )
-    };
-    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("ReplicaSet", "web-1", "Deployment", &d))));
-    let rs: Value = serde_json::from_str(&ok(&cli(&a, &["get", "rs", "web-1", "-o", "json"], None))).unwrap();
-    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("Pod", "web-1-a", "ReplicaSet", &rs))));
-    ok(&cli(&a, &["apply", "-f", "-"], Some(&owned("Pod", "web-1-b", "ReplicaSet", &rs))));
-    let selected = ok(&cli(&b, &["get", "pods", "-l", "app=web", "-o", "name"], None));
-    assert_eq!(selected.lines().count(), 2, "{selected}");
+    // Deleting a Deployment removes what it owns, transitively: its
+    // ReplicaSet and the Pods the controllers made, which their peers stop.
+    ok(&cli(&a, &["apply", "-f", "-"], Some(WEB)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let selected = ok(&cli(&b, &["get", "pods", "-l", "app=web", "-o", "name"], None));
+        if selected.lines().count() == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the Deployment's Pods never appeared: {selected}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ok(&cli(&a, &["get", "rs", "-o", "name"], None)).lines().count(), 1);
     let out = ok(&cli(&b, &["delete", "deployment", "web", "--wait"], None));
     assert_eq!(out.trim(), "deployment.apps \"web\" deleted");
-    for kind in ["deployments", "replicasets", "pods"] {
-        let left = ok(&cli(&a, &["get", kind, "-o", "name"], None));
+    for (kind, selector) in [("deployments", ""), ("replicasets", ""), ("pods", "app=web")] {
+        let left = ok(&cli(&a, &["get", kind, "-l", selector, "-o", "name"], None));
         assert!(left.trim().is_empty(), "{kind} left after a cascading delete: {left}");
     }
 
@@ -132,50 +112,61 @@ async fn scale_cordon_drain_wait_and_events() {
     let cluster = Cluster::start(3, Options::default());
     cluster.wait_leader(FORM).await;
     let a = cluster.addr_of(2);
-    let manifests = "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1}\n---\n\
-apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n---\n\
-apiVersion: v1\nkind: Pod\nmetadata: {name: bound-1}\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
-apiVersion: v1\nkind: Pod\nmetadata: {name: bound-2, namespace: other}\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
-apiVersion: v1\nkind: Pod\nmetadata:\n  name: agent-x\n  ownerReferences: [{apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: u-1, controller: true}]\nspec:\n  nodeName: worker-1\n  containers: [{name: c, image: busybox}]\n---\n\
-apiVersion: v1\nkind: Event\nmetadata: {name: web.1}\ninvolvedObject: {kind: Deployment, name: web, namespace: default}\nreason: ScalingReplicaSet\nmessage: Scaled up replica set web-1 to 1\ncount: 1\n";
-    ok(&cli(&a, &["apply", "-f", "-"], Some(manifests)));
+    let agent = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n";
+    ok(&cli(&a, &["apply", "-f", "-"], Some(&format!("{WEB}---\n{agent}"))));
 
-    assert_eq!(ok(&cli(&a, &["scale", "deployment", "web", "--replicas", "4"], None)).trim(), "deployment.apps/web scaled");
+    assert_eq!(ok(&cli(&a, &["scale", "deployment", "web", "--replicas", "6"], None)).trim(), "deployment.apps/web scaled");
     let d: Value = serde_json::from_str(&ok(&cli(&a, &["get", "deploy", "web", "-o", "json"], None))).unwrap();
-    assert_eq!(d["spec"]["replicas"], 4);
+    assert_eq!(d["spec"]["replicas"], 6);
     assert!(!cli(&a, &["scale", "job", "x", "--replicas", "1"], None).status.success());
+    let on_node = |node: &str| -> Vec<String> {
+        let pods: Value = serde_json::from_str(&ok(&cli(&a, &["get", "pods", "-o", "json"], None))).unwrap();
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node && p["status"]["phase"] == "Running")
+            .map(|p| p["metadata"]["labels"]["app"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while on_node("peer-3").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "peer-3 never ran its share: {:?}", on_node("peer-3"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
-    assert_eq!(ok(&cli(&a, &["cordon", "worker-1"], None)).trim(), "node/worker-1 cordoned");
+    assert_eq!(ok(&cli(&a, &["cordon", "peer-3"], None)).trim(), "node/peer-3 cordoned");
     assert!(ok(&cli(&a, &["get", "nodes"], None)).contains("SchedulingDisabled"));
-    assert_eq!(ok(&cli(&a, &["uncordon", "worker-1"], None)).trim(), "node/worker-1 uncordoned");
-    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "worker-1", "-o", "json"], None))).unwrap();
+    assert_eq!(ok(&cli(&a, &["uncordon", "peer-3"], None)).trim(), "node/peer-3 uncordoned");
+    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "peer-3", "-o", "json"], None))).unwrap();
     assert!(n["spec"].get("unschedulable").is_none());
 
-    let out = ok(&cli(&a, &["drain", "worker-1"], None));
-    assert!(out.contains("evicting pod default/bound-1") && out.contains("evicting pod other/bound-2"), "{out}");
-    assert!(out.trim_end().ends_with("node/worker-1 drained"), "{out}");
-    let left = ok(&cli(&a, &["get", "pods", "-A", "-o", "name"], None));
-    assert_eq!(left.trim(), "pod/agent-x", "DaemonSet Pods stay");
-    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "worker-1", "-o", "json"], None))).unwrap();
+    // Drain evicts the Deployment's Pods (their peer stops them, the
+    // ReplicaSet replaces them elsewhere); the DaemonSet's Pod stays.
+    let out = ok(&cli(&a, &["drain", "peer-3"], None));
+    assert!(out.contains("evicting pod default/web-"), "{out}");
+    assert!(!out.contains("agent-"), "{out}");
+    assert!(out.trim_end().ends_with("node/peer-3 drained"), "{out}");
+    assert_eq!(on_node("peer-3"), vec!["agent".to_string()], "DaemonSet Pods stay");
+    let n: Value = serde_json::from_str(&ok(&cli(&a, &["get", "node", "peer-3", "-o", "json"], None))).unwrap();
     assert_eq!(n["spec"]["unschedulable"], true, "drain cordons first");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while on_node("peer-1").len() + on_node("peer-2").len() < 8 {
+        assert!(std::time::Instant::now() < deadline, "the evicted Pods were not replaced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
-    // wait: a condition reported later, then a deletion.
-    let addr = cluster.addr_of(1);
-    let waiter = std::thread::spawn(move || cli(&addr, &["wait", "pod", "agent-x", "--for=condition=Ready", "--timeout-seconds", "20"], None));
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let mut c = cluster.client(3).await;
-    let mut pod: Value = serde_json::from_str(&c.get(key("Pod", "default", "agent-x"), false).await.unwrap().unwrap()).unwrap();
-    pod["status"] = serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-    c.put(key("Pod", "default", "agent-x"), pod.to_string(), Expect::Present).await.unwrap();
-    let out = waiter.join().unwrap();
-    assert_eq!(ok(&out).trim(), "pod/agent-x condition met");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for pod/agent-x: condition Ready is not reported yet"));
-    let out = cli(&a, &["wait", "pod", "agent-x", "--for=delete", "--timeout-seconds", "1"], None);
+    // wait: a condition, then a deletion that does not come in time.
+    let pods: Value = serde_json::from_str(&ok(&cli(&a, &["get", "pods", "-l", "app=agent", "-o", "json"], None))).unwrap();
+    let agent_pod = pods["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
+    let out = cli(&cluster.addr_of(1), &["wait", "pod", &agent_pod, "--for=condition=Ready", "--timeout-seconds", "20"], None);
+    assert_eq!(ok(&out).trim(), format!("pod/{agent_pod} condition met"));
+    let out = cli(&a, &["wait", "pod", &agent_pod, "--for=delete", "--timeout-seconds", "1"], None);
     assert!(!out.status.success(), "times out while the pod exists");
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"));
 
     let events = ok(&cli(&a, &["events"], None));
-    assert!(events.contains("ScalingReplicaSet") && events.contains("deployment/web"), "{events}");
+    assert!(events.contains("Scheduled") && events.contains("Started"), "{events}");
 }
 
 /// Follows a child's standard output line by line on a thread.
@@ -194,13 +185,10 @@ fn lines_of(mut child: std::process::Child) -> (std::process::Child, std::sync::
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_status_follows_stages_and_get_watch_prints_changes() {
+async fn rollout_status_follows_a_rolling_update_and_get_watch_prints_changes() {
     let cluster = Cluster::start(3, Options::default());
     cluster.wait_leader(FORM).await;
     let a = cluster.addr_of(1);
-    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n";
-    ok(&cli(&a, &["apply", "-f", "-"], Some(deployment)));
-
     let (watch, watched) = lines_of(
         Command::new(flotilla_bin())
             .args(["get", "deployments", "-w", "--server", &a])
@@ -209,45 +197,32 @@ async fn rollout_status_follows_stages_and_get_watch_prints_changes() {
             .spawn()
             .unwrap(),
     );
-    let (rollout, stages) = lines_of(
-        Command::new(flotilla_bin())
-            .args(["rollout", "status", "deployment", "web", "--server", &cluster.addr_of(3)])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let recv = |rx: &std::sync::mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(10)).expect("output line");
-    // Each stage is confirmed before the next status is written, so no
-    // stage can be skipped however slow the machine.
-    assert_eq!(recv(&stages), "Waiting for deployment spec update to be observed...");
-    let watched_header = recv(&watched);
-    let mut c = cluster.client(2).await;
-    for (status, stage) in [
-        (serde_json::json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "availableReplicas": 0}),
-            "Waiting for deployment \"web\" rollout to finish: 1 out of 2 new replicas have been updated..."),
-        (serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}),
-            "Waiting for deployment \"web\" rollout to finish: 1 of 2 updated replicas are available..."),
-        (serde_json::json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}),
-            "deployment \"web\" successfully rolled out"),
-    ] {
-        let mut d: Value = serde_json::from_str(&c.get(key("Deployment", "default", "web"), false).await.unwrap().unwrap()).unwrap();
-        d["status"] = status;
-        c.put(key("Deployment", "default", "web"), d.to_string(), Expect::Present).await.unwrap();
-        assert_eq!(recv(&stages), stage);
+    let recv = |rx: &std::sync::mpsc::Receiver<String>| rx.recv_timeout(Duration::from_secs(60)).expect("output line");
+    assert!(recv(&watched).starts_with("NAME"));
+    ok(&cli(&a, &["apply", "-f", "-"], Some(WEB)));
+    let rolled = |server: &str| {
+        let out = cli(server, &["rollout", "status", "deployment", "web"], None);
+        let text = ok(&out);
+        assert_eq!(text.lines().last(), Some("deployment \"web\" successfully rolled out"), "{text}");
+    };
+    rolled(&cluster.addr_of(3));
+    // The watch printed one row per change, until both replicas were ready.
+    let mut ready = Vec::new();
+    while ready.last().map(String::as_str) != Some("2/2") {
+        let line = recv(&watched);
+        ready.push(line.split_whitespace().nth(1).unwrap().to_string());
     }
-    let mut rollout = rollout;
-    assert!(rollout.wait().unwrap().success());
-
-    // The watch printed the table, then one row per change, in order.
-    let mut seen = vec![watched_header];
-    while seen.len() < 5 {
-        seen.push(recv(&watched));
-    }
+    assert!(ready.len() >= 2, "{ready:?}");
     let mut watch = watch;
     watch.kill().unwrap();
     watch.wait().unwrap();
-    assert!(seen[0].starts_with("NAME"), "{seen:?}");
-    let ready: Vec<&str> = seen[1..].iter().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
-    assert_eq!(ready, vec!["0/2", "0/2", "1/2", "2/2"], "{seen:?}");
+
+    // A new template rolls out through a second ReplicaSet; the first is
+    // scaled to zero and kept for `rollout undo`.
+    ok(&cli(&a, &["apply", "-f", "-"], Some(&WEB.replace("'3600'", "'3601'"))));
+    rolled(&cluster.addr_of(2));
+    let rs: Value = serde_json::from_str(&ok(&cli(&a, &["get", "rs", "-o", "json"], None))).unwrap();
+    let mut replicas: Vec<i64> = rs["items"].as_array().unwrap().iter().map(|r| r["spec"]["replicas"].as_i64().unwrap()).collect();
+    replicas.sort();
+    assert_eq!(replicas, vec![0, 2], "{rs}");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flotilla_client::Client;
+pub use flotilla_client::Client;
 use flotilla_client::api::StatusResponse;
 
 pub use flotilla_client::{ClientError, Code, Expect, key};
@@ -38,6 +38,8 @@ pub struct Options {
     pub keep_logs_after_snapshot: u64,
     pub replace_voter_after_ms: u64,
     pub cluster: String,
+    /// The `[node]` table of every peer's config.
+    pub node: String,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             keep_logs_after_snapshot: 5_000,
             replace_voter_after_ms: 30_000,
             cluster: "test".into(),
+            node: "runtime = \"process\"\nrestart_backoff_base_ms = 500\nrestart_backoff_max_ms = 2000\n".into(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Cluster {
             "\n[raft]\nsnapshot_after_logs = {}\nkeep_logs_after_snapshot = {}\n",
             o.snapshot_after_logs, o.keep_logs_after_snapshot
         ));
+        text.push_str(&format!("\n[node]\n{}", o.node));
         std::fs::write(&config, text).expect("writing peer config");
         let log = self.dir.path().join(format!("peer{id}.log"));
         let mut peer = Peer { id, addr: self.addr_of(id), config, data_dir, log, child: None };
@@ -284,4 +288,22 @@ pub fn config_map(value: &str) -> String {
 pub fn value_of(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).expect("object JSON");
     v["data"]["v"].as_str().unwrap_or_default().to_string()
+}
+
+/// Runs the `flotilla` CLI against `server`, feeding `stdin` if given.
+pub fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(flotilla_bin())
+        .args(args)
+        .env("FLOTILLA_SERVER", server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the flotilla CLI");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("writing stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("waiting for the CLI")
 }

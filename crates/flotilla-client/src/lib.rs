@@ -10,9 +10,11 @@ use flotilla_proto::api::{
     ApplyRequest, ApplyResponse, DeleteObjectRequest, DeleteObjectResponse, DeleteRequest, GetRequest, ListRequest,
     ObjectKey, Precondition, PreconditionKind, PutRequest, StatusRequest, StatusResponse, WatchEvent, WatchRequest,
 };
+use flotilla_proto::node::nodes_client::NodesClient;
+use flotilla_proto::node::{ExecReply, ExecRequest, LogsChunk, LogsRequest};
 use tonic::transport::{Channel, Endpoint};
 
-pub use flotilla_proto::api;
+pub use flotilla_proto::{api, node};
 pub use tonic::Code;
 
 /// Replies can hold large lists; requests are bounded by the server.
@@ -78,6 +80,7 @@ pub fn key(kind: &str, namespace: &str, name: &str) -> ObjectKey {
 pub struct Client {
     objects: ObjectsClient<Channel>,
     cluster: ClusterClient<Channel>,
+    nodes: NodesClient<Channel>,
 }
 
 impl Client {
@@ -91,7 +94,8 @@ impl Client {
         let channel = endpoint.connect().await.map_err(|e| connect_error(source_chain(&e)))?;
         Ok(Self {
             objects: ObjectsClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES),
-            cluster: ClusterClient::new(channel),
+            cluster: ClusterClient::new(channel.clone()),
+            nodes: NodesClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES),
         })
     }
 
@@ -189,6 +193,16 @@ impl Client {
     }
 
     /// The cluster as the leader sees it (or this peer, without a leader).
+    /// A container's output, as chunks; with `follow`, until the Pod ends.
+    pub async fn logs(&mut self, request: LogsRequest) -> Result<tonic::Streaming<LogsChunk>, ClientError> {
+        Ok(self.nodes.logs(request).await?.into_inner())
+    }
+
+    /// Runs a command in a container of a running Pod.
+    pub async fn exec(&mut self, request: ExecRequest) -> Result<ExecReply, ClientError> {
+        Ok(self.nodes.exec(request).await?.into_inner())
+    }
+
     pub async fn status(&mut self) -> Result<StatusResponse, ClientError> {
         Ok(self.cluster.status(StatusRequest { local: false }).await?.into_inner())
     }

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::PeerCore;
+use crate::objects::new_uid;
 use crate::proposer::ProposeError;
 
 /// Events a watch replays from history per read of the store, so one slow
@@ -81,15 +82,31 @@ fn read_status(e: ReadError) -> Status {
     Status::out_of_range(e.to_string())
 }
 
-/// A fresh object uid, random like Kubernetes' (UUID version 4 layout).
-fn new_uid() -> String {
-    let b: [u8; 16] = rand::random();
-    let v = u128::from_be_bytes(b) & !(0xf000 << 64) & !(0xc000 << 48) | (0x4000 << 64) | (0x8000 << 48);
-    let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
 impl ObjectsService {
+    /// Deletes one object and returns its uid. A Pod that may be running
+    /// on a live node is deleted gracefully, as Kubernetes does: it gets a
+    /// deletionTimestamp, its node stops it within its grace period and
+    /// then removes it, so its name (a StatefulSet ordinal) is free only
+    /// once nothing runs under it.
+    async fn delete_one(&self, key: &ObjectKey) -> Result<(String, u64), Status> {
+        for _ in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+            let now = self.core.clock.now_unix_ms();
+            let op = match self.core.store.read(|s| crate::resources::deletion(s, key, now)) {
+                crate::resources::Deletion::Graceful { object, revision } => {
+                    Op::Put { key: key.clone(), object, precondition: Precondition::Revision(revision), uid: String::new() }
+                }
+                crate::resources::Deletion::Terminating { uid, revision } => return Ok((uid, revision)),
+                crate::resources::Deletion::Now => Op::Delete { key: key.clone(), precondition: Precondition::None },
+            };
+            match self.write(op).await {
+                Ok(r) => return Ok((crate::resources::uid_of(&r.object), r.revision)),
+                Err(s) if s.code() == tonic::Code::Aborted => continue,
+                Err(s) => return Err(s),
+            }
+        }
+        Err(Status::aborted(format!("{key} kept changing while it was deleted; try again")))
+    }
+
     async fn write(&self, op: Op) -> Result<OpResult, Status> {
         let mut results = self.core.proposer.propose(vec![op]).await.map_err(propose_status)?;
         results.pop().expect("one result per op").map_err(write_status)
@@ -236,18 +253,25 @@ impl Objects for ObjectsService {
                     deleted.iter().map(|k: &ObjectKey| k.to_string()).collect::<Vec<_>>().join(", ")
                 )));
             }
-            let uid = match self.write(Op::Delete { key: key.clone(), precondition: Precondition::None }).await {
-                Ok(r) => {
-                    revision = r.revision;
-                    crate::resources::uid_of(&r.object)
+            // The uid as this replica knows it: the garbage collector may
+            // remove a dependent first, and what that one owned must still
+            // be found and waited for.
+            let known_uid = self.core.store.read(|s| s.get(&key).map(|o| crate::resources::uid_of(&o.json)));
+            let uid = match self.delete_one(&key).await {
+                Ok((uid, r)) => {
+                    revision = r;
+                    deleted.push(key.clone());
+                    uid
                 }
-                Err(s) if s.code() == tonic::Code::NotFound && key != first => continue,
+                Err(s) if s.code() == tonic::Code::NotFound && key != first => match known_uid {
+                    Some(uid) => uid,
+                    None => continue,
+                },
                 Err(s) => return Err(s),
             };
             if req.cascade {
                 queue.extend(self.core.store.read(|s| crate::resources::owned_by(s, &key.namespace, &uid)));
             }
-            deleted.push(key);
         }
         Ok(Response::new(DeleteObjectResponse {
             deleted: deleted

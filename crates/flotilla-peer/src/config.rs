@@ -39,7 +39,54 @@ pub struct PeerConfig {
     pub raft: RaftTuning,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
 }
+
+/// The machine this peer runs Pods on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The Node's name; `peer-<id>` when empty.
+    pub name: String,
+    /// `process` (host processes, the default), or `fake` (no processes:
+    /// for benchmarks and simulation).
+    pub runtime: String,
+    /// Labels the Node registers with, besides `kubernetes.io/hostname`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Allocatable CPU in millicores; 0 means what the machine has.
+    pub cpu_millis: u64,
+    /// Allocatable memory in bytes; 0 means what the machine has.
+    pub memory_bytes: u64,
+    /// Pods the Node takes at most, as kubelet's `maxPods`.
+    pub max_pods: u64,
+    /// A failed container restarts after this back-off, doubled on every
+    /// further failure up to `restart_backoff_max_ms` (kubelet: 10 s, 300 s).
+    pub restart_backoff_base_ms: u64,
+    pub restart_backoff_max_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            runtime: "process".into(),
+            labels: Default::default(),
+            cpu_millis: 0,
+            memory_bytes: 0,
+            max_pods: 110,
+            restart_backoff_base_ms: 10_000,
+            restart_backoff_max_ms: 300_000,
+        }
+    }
+}
+
+/// Runtimes a peer can drive.
+const RUNTIMES: [&str; 2] = ["process", "fake"];
+/// What the fence window must leave the leader before it declares a node
+/// lost: time for the fenced peer to kill its Pods, plus slack for the two
+/// clocks running at slightly different rates and for a heartbeat in flight.
+pub const FENCE_MARGIN_MS: u64 = 500;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +107,17 @@ pub struct Timing {
     /// A voter the leader has not heard from for this long is replaced by a
     /// caught-up learner, where one exists.
     pub replace_voter_after_ms: u64,
+    /// How often a peer tells the leader that its node is alive.
+    pub node_heartbeat_ms: u64,
+    /// A node silent this long is marked NotReady (no new Pods go there).
+    pub not_ready_after_ms: u64,
+    /// A peer without an answer from a leader holding a valid lease for
+    /// this long stops all its Pods (self-fencing).
+    pub fence_after_ms: u64,
+    /// A node silent this long is declared lost and its Pods are replaced
+    /// elsewhere. Must exceed `fence_after_ms` by `FENCE_MARGIN_MS`, so a
+    /// cut-off node has stopped its Pods before their replacements start.
+    pub lost_after_ms: u64,
 }
 
 impl Default for Timing {
@@ -68,7 +126,20 @@ impl Default for Timing {
         // vote only once the old leader's lease (the maximum timeout) has
         // run out, so failover takes up to about twice the maximum: these
         // keep it under a second while leaving 4 to 8 heartbeats of slack.
-        Self { heartbeat_ms: 50, election_timeout_min_ms: 200, election_timeout_max_ms: 400, replace_voter_after_ms: 30_000 }
+        //
+        // A peer must not fence during an ordinary leader failover (up to
+        // twice the maximum election timeout), and Pods of a dead node come
+        // back after `lost_after_ms`: 2 s keeps healing under 3 s.
+        Self {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
+            replace_voter_after_ms: 30_000,
+            node_heartbeat_ms: 100,
+            not_ready_after_ms: 600,
+            fence_after_ms: 1_200,
+            lost_after_ms: 2_000,
+        }
     }
 }
 
@@ -182,6 +253,47 @@ impl PeerConfig {
                 format!("{} must be at least four election timeouts ({})", t.replace_voter_after_ms, t.election_timeout_max_ms * 4),
             ));
         }
+        if t.node_heartbeat_ms == 0 {
+            return Err(("timing.node_heartbeat_ms", "must be at least 1".into()));
+        }
+        if t.not_ready_after_ms < t.node_heartbeat_ms * 2 {
+            return Err((
+                "timing.not_ready_after_ms",
+                format!("{} must be at least two node heartbeats ({})", t.not_ready_after_ms, t.node_heartbeat_ms * 2),
+            ));
+        }
+        let failover_ms = t.election_timeout_max_ms * 2 + t.node_heartbeat_ms;
+        if t.fence_after_ms < failover_ms {
+            return Err((
+                "timing.fence_after_ms",
+                format!("{} must outlast a leader failover (twice timing.election_timeout_max_ms plus a node heartbeat: {failover_ms}), or every failover stops all Pods", t.fence_after_ms),
+            ));
+        }
+        if t.lost_after_ms < t.fence_after_ms + FENCE_MARGIN_MS {
+            return Err((
+                "timing.lost_after_ms",
+                format!(
+                    "{} must exceed timing.fence_after_ms ({}) by at least {FENCE_MARGIN_MS}: a node cut off must stop its Pods before they are replaced",
+                    t.lost_after_ms, t.fence_after_ms
+                ),
+            ));
+        }
+        let n = &self.node;
+        if !RUNTIMES.contains(&n.runtime.as_str()) {
+            return Err(("node.runtime", format!("{:?} is not one of {}", n.runtime, RUNTIMES.join(", "))));
+        }
+        if !n.name.is_empty() && !is_dns_label(&n.name) {
+            return Err(("node.name", format!("{:?} must be lower-case letters, digits and '-', at most 63", n.name)));
+        }
+        if n.restart_backoff_base_ms == 0 || n.restart_backoff_max_ms < n.restart_backoff_base_ms {
+            return Err((
+                "node.restart_backoff_max_ms",
+                format!("{} must be at least node.restart_backoff_base_ms ({}), which must be at least 1", n.restart_backoff_max_ms, n.restart_backoff_base_ms),
+            ));
+        }
+        if n.max_pods == 0 {
+            return Err(("node.max_pods", "must be at least 1".into()));
+        }
         let r = &self.raft;
         if r.snapshot_after_logs == 0 {
             return Err(("raft.snapshot_after_logs", "must be at least 1".into()));
@@ -200,10 +312,22 @@ impl PeerConfig {
         self.peers.iter().find(|p| p.id == self.id).map_or_else(|| self.listen.to_string(), |p| p.addr.clone())
     }
 
+    /// The name of this peer's Node.
+    pub fn node_name(&self) -> String {
+        if self.node.name.is_empty() { format!("peer-{}", self.id) } else { self.node.name.clone() }
+    }
+
     /// Whether this peer is one of the initial peers that bootstrap together.
     pub fn is_initial_member(&self) -> bool {
         self.peers.iter().any(|p| p.id == self.id)
     }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// toml's errors already name the key and carry a span; turn the span into a
@@ -257,7 +381,10 @@ heartbeat_ms = 50
             ("id = 1\n", "peer1.toml: line 1: missing field `listen`"),
             (&GOOD.replace("id = 1\ncluster", "id = \"one\"\ncluster"), "peer1.toml: line 2: invalid type: string \"one\", expected u64"),
             (&GOOD.replace("listen = \"127.0.0.1:7101\"", "listen = \"nowhere\""), "peer1.toml: line 4: invalid socket address syntax"),
-            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nhartbeat = 3"), "peer1.toml: line 17: unknown field `hartbeat`, expected one of `heartbeat_ms`, `election_timeout_min_ms`, `election_timeout_max_ms`, `replace_voter_after_ms`"),
+            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nhartbeat = 3"), "peer1.toml: line 17: unknown field `hartbeat`, expected one of `heartbeat_ms`, `election_timeout_min_ms`, `election_timeout_max_ms`, `replace_voter_after_ms`, `node_heartbeat_ms`, `not_ready_after_ms`, `fence_after_ms`, `lost_after_ms`"),
+            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nfence_after_ms = 1500\nlost_after_ms = 1800"), "peer1.toml: timing.lost_after_ms: 1800 must exceed timing.fence_after_ms (1500) by at least 500: a node cut off must stop its Pods before they are replaced"),
+            (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nfence_after_ms = 500"), "peer1.toml: timing.fence_after_ms: 500 must outlast a leader failover (twice timing.election_timeout_max_ms plus a node heartbeat: 900), or every failover stops all Pods"),
+            (&format!("{GOOD}\n[node]\nruntime = \"vm\"\n"), "peer1.toml: node.runtime: \"vm\" is not one of process, fake"),
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 200"), "peer1.toml: timing.election_timeout_min_ms: 200 must exceed twice timing.heartbeat_ms (200)"),
             (&GOOD.replace("cluster = \"local-3\"", "cluster = \"local-3\"\nmax_voters = 4"), "peer1.toml: max_voters: 4 is not one of 1, 3 or 5"),
             (&GOOD.replace("id = 2", "id = 1"), "peer1.toml: peers.id: 1 appears twice"),

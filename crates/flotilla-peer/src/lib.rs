@@ -6,7 +6,11 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod identity;
+pub mod leader;
 pub mod membership;
+pub mod node;
+pub mod nodes;
+pub mod objects;
 pub mod proposer;
 pub mod resources;
 pub mod transport;
@@ -16,7 +20,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla_proto::api::cluster_server::ClusterServer;
+use flotilla_agent::{Agent, AgentConfig};
 use flotilla_proto::api::objects_server::ObjectsServer;
+use flotilla_proto::node::nodes_server::NodesServer;
+use flotilla_runtime::PodRuntime;
 use flotilla_proto::raft::raft_transport_server::RaftTransportServer;
 use flotilla_raft::network::{Channels, MAX_PEER_MESSAGE_BYTES, NetworkFactory};
 use flotilla_raft::{Backend, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
@@ -47,6 +54,8 @@ pub enum PeerError {
     Bind { addr: String, source: std::io::Error },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
     #[error("server: {0}")]
     Server(#[from] tonic::transport::Error),
 }
@@ -61,6 +70,11 @@ pub struct PeerCore {
     pub link: LeaderLink,
     pub membership: Arc<ClusterMembership>,
     pub channels: Channels,
+    pub clock: Arc<dyn Clock>,
+    /// Runs the Pods bound to this peer's node.
+    pub agent: Arc<Agent>,
+    /// Node heartbeats, while this peer leads.
+    pub liveness: leader::Liveness,
 }
 
 fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
@@ -80,6 +94,20 @@ fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
     }
     .validate()
     .map_err(|e| PeerError::Raft(e.to_string()))
+}
+
+fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn PodRuntime>, PeerError> {
+    match config.node.runtime.as_str() {
+        "fake" => Ok(Arc::new(flotilla_runtime::fake::FakeRuntime::new(Arc::new(move || clock.now_unix_ms())))),
+        _ => {
+            let runtime = flotilla_runtime::process::ProcessRuntime::new(
+                config.data_dir.join("pods"),
+                flotilla_runtime::process::ProcessOptions::default(),
+            )
+            .map_err(|e| PeerError::Runtime(e.to_string()))?;
+            Ok(Arc::new(runtime))
+        }
+    }
 }
 
 /// Runs a peer until `shutdown` resolves, then stops it cleanly: the
@@ -112,7 +140,23 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         .map_err(|e| PeerError::Raft(e.to_string()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
     let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
-    let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock);
+    let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock.clone());
+    let runtime = open_runtime(&config, clock.clone())?;
+    let capabilities = runtime.capabilities();
+    for limitation in &capabilities.limitations {
+        tracing::warn!("{} runtime: {limitation}", runtime.name());
+    }
+    let agent_config = AgentConfig {
+        backoff_base_ms: config.node.restart_backoff_base_ms,
+        backoff_max_ms: config.node.restart_backoff_max_ms,
+        // Statuses must reach the leader quickly: a Pod's readiness gates
+        // rollouts and its phase drives every controller.
+        sync_interval_ms: 200,
+        ..AgentConfig::new(config.node_name())
+    };
+    let now = clock.clone();
+    let (agent, reports) = Agent::start(agent_config, runtime, Arc::new(move || now.now_unix_ms()));
+    let agent = Arc::new(agent);
     let core = Arc::new(PeerCore {
         id: config.id,
         config: config.clone(),
@@ -122,6 +166,9 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         link: link.clone(),
         membership: membership.clone(),
         channels,
+        clock: clock.clone(),
+        agent: agent.clone(),
+        liveness: leader::Liveness::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -130,6 +177,21 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(membership.clone().bootstrap_or_join(raft.clone(), stop_rx.clone()));
     tokio::spawn(membership.clone().reconcile_voters(raft.clone(), stop_rx.clone()));
+    tokio::spawn(leader::run(core.clone(), clock.clone(), stop_rx.clone()));
+    tokio::spawn(node::write_reports(core.clone(), reports, clock.clone()));
+    {
+        let (core, agent, stop_rx, clock) = (core.clone(), agent.clone(), stop_rx.clone(), clock.clone());
+        tokio::spawn(async move {
+            // The Node must exist before Pods can be bound to it; retry
+            // until a leader accepts it.
+            while let Err(e) = node::register(&core, &capabilities, clock.as_ref()).await {
+                tracing::warn!("{e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            tokio::spawn(node::heartbeat_loop(core.clone(), agent.clone(), stop_rx.clone()));
+            node::feed_agent(core, agent, stop_rx).await;
+        });
+    }
 
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
     let transport = TransportService::new(raft.clone(), link, membership);
@@ -153,11 +215,15 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
                 .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_CLIENT_REPLY_BYTES),
         )
-        .add_service(ClusterServer::new(api::ClusterService { core }))
+        .add_service(ClusterServer::new(api::ClusterService { core: core.clone() }))
+        .add_service(NodesServer::new(nodes::NodesService { core: core.clone() }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    // Pods stop with their peer, at once: once it is gone nobody could
+    // fence them, and the leader will replace them.
+    agent.fence().await;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft did not stop cleanly: {e}");
     }

@@ -7,3 +7,7 @@ pub mod raft {
 pub mod api {
     tonic::include_proto!("flotilla.api.v1");
 }
+
+pub mod node {
+    tonic::include_proto!("flotilla.node.v1");
+}

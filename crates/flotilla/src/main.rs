@@ -2,6 +2,7 @@
 //! (`flotilla up`), and the kubectl-style client for everything else.
 
 mod cluster;
+mod demo;
 mod objects;
 mod ops;
 mod peer;
@@ -56,6 +57,10 @@ enum Command {
     Drain(ops::DrainArgs),
     /// List events.
     Events,
+    /// Print a container's output, from whichever peer runs the Pod.
+    Logs(ops::LogsArgs),
+    /// Run a command in a container of a running Pod.
+    Exec(ops::ExecArgs),
     /// Follow rollouts.
     Rollout {
         #[command(subcommand)]
@@ -110,6 +115,8 @@ fn main() {
             Command::Uncordon(args) => ops::cordon(args, &cli.server, false).await,
             Command::Drain(args) => ops::drain(args, &cli.server).await,
             Command::Events => ops::events(&cli.scope, &cli.server).await,
+            Command::Logs(args) => ops::logs(args, &cli.scope, &cli.server).await,
+            Command::Exec(args) => ops::exec(args, &cli.scope, &cli.server).await,
             Command::Wait(args) => ops::wait(args, &cli.scope, &cli.server).await,
             Command::Rollout { command: RolloutCommand::Status(args) } => ops::rollout_status(args, &cli.scope, &cli.server).await,
             Command::Completion { shell } => {

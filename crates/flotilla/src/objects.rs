@@ -38,7 +38,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn namespace(&self) -> &str {
+    pub fn namespace(&self) -> &str {
         if self.namespace.is_empty() { "default" } else { &self.namespace }
     }
 

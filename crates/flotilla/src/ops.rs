@@ -312,3 +312,78 @@ mod tests {
         assert!(rollout_progress(Kind::Job, &d(1, Value::Null)).is_err());
     }
 }
+
+#[derive(Args)]
+pub struct LogsArgs {
+    pod: String,
+    /// The container; the Pod's first when not given.
+    #[arg(short = 'c', long, default_value = "")]
+    container: String,
+    /// Keep printing output as it comes, until the Pod ends or Ctrl-C.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// The output of the container's previous attempt.
+    #[arg(short = 'p', long)]
+    previous: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<u32>,
+}
+
+pub async fn logs(args: LogsArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut client = Client::connect(server).await?;
+    let pod = args.pod.strip_prefix("pod/").unwrap_or(&args.pod).to_string();
+    let mut stream = client
+        .logs(flotilla_client::node::LogsRequest {
+            namespace: scope.namespace().to_string(),
+            pod,
+            container: args.container,
+            previous: args.previous,
+            tail_lines: args.tail.unwrap_or(0),
+            follow: args.follow,
+        })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream.message().await.map_err(ClientError::from)? {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    pod: String,
+    #[arg(short = 'c', long, default_value = "")]
+    container: String,
+    /// Kill the command after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_seconds: u32,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Prints the command's output and exits with its exit code, as kubectl
+/// exec does.
+pub async fn exec(args: ExecArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut client = Client::connect(server).await?;
+    let pod = args.pod.strip_prefix("pod/").unwrap_or(&args.pod).to_string();
+    let reply = client
+        .exec(flotilla_client::node::ExecRequest {
+            namespace: scope.namespace().to_string(),
+            pod,
+            container: args.container,
+            command: args.command,
+            timeout_ms: args.timeout_seconds.saturating_mul(1000),
+        })
+        .await?;
+    std::io::stdout().write_all(&reply.stdout)?;
+    std::io::stderr().write_all(&reply.stderr)?;
+    if reply.exit_code != 0 {
+        std::process::exit(reply.exit_code.clamp(1, 255));
+    }
+    Ok(())
+}

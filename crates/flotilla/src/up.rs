@@ -34,13 +34,35 @@ pub struct UpArgs {
     /// 3, or 1 with fewer than 3 peers.
     #[arg(long)]
     max_voters: Option<u32>,
+    /// Once up, run a Deployment, kill a peer, and show its Pods coming
+    /// back on the others.
+    #[arg(long)]
+    demo: bool,
 }
 
-struct LocalPeer {
-    id: u64,
-    addr: String,
-    log: PathBuf,
-    child: Child,
+pub struct LocalPeer {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Child,
+}
+
+impl LocalPeer {
+    pub fn start(exe: &Path, id: u64, addr: &str, config: PathBuf, log: PathBuf) -> anyhow::Result<Self> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let child = Command::new(exe)
+            .arg("peer")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting peer {id}"))?;
+        Ok(Self { id, addr: addr.to_string(), config, log, child })
+    }
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -61,19 +83,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for (id, addr) in &addrs {
         let config = write_config(&data_dir, *id, addr, &addrs, max_voters)?;
         let log = data_dir.join(format!("peer{id}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(&exe)
-            .arg("peer")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting peer {id}"))?;
         println!("peer {id}  {addr}  log {}", log.display());
-        peers.push(LocalPeer { id: *id, addr: addr.clone(), log, child });
+        peers.push(LocalPeer::start(&exe, *id, addr, config, log)?);
     }
 
     let formed = tokio::select! {
@@ -86,6 +97,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!();
     println!("Flotilla is up. Point the CLI at any peer:  export FLOTILLA_SERVER={}", addrs[0].1);
+    if args.demo {
+        let demo = tokio::select! {
+            r = crate::demo::run(&exe, &mut peers) => r,
+            _ = crate::peer::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        };
+        if let Err(e) = demo {
+            stop_all(&mut peers).await;
+            return Err(e.context(format!("the demo failed; see the logs in {}", data_dir.display())));
+        }
+    }
     println!("Press Ctrl-C to stop the peers.");
 
     supervise(&mut peers).await;
@@ -109,7 +130,7 @@ fn write_config(dir: &Path, id: u64, addr: &str, all: &[(u64, String)], max_vote
 
 /// Polls until one leader is known and every peer is a member, printing
 /// progress meanwhile.
-async fn wait_for_cluster(addrs: &[(u64, String)]) -> anyhow::Result<()> {
+pub async fn wait_for_cluster(addrs: &[(u64, String)]) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + FORM_TIMEOUT;
     let mut last_line = String::new();
     loop {

@@ -1,0 +1,233 @@
+//! The leader's control loop: node liveness, workload controllers and the
+//! scheduler, each pure, driven here over the local replica.
+//!
+//! Only the Raft leader runs a round. A round reads the applied state,
+//! asks the pure cores what should change, and proposes the changes as
+//! compare-and-set writes: if anything moved meanwhile (a user's edit, an
+//! agent's status) the write fails and the next round decides again from
+//! fresh state. Rounds run on every applied change and on a timer for
+//! the node timers, never more often than `MIN_ROUND_INTERVAL`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_api::{Object, Pod};
+use flotilla_controllers::{Action, Limits, NodeTiming};
+use flotilla_raft::StoreHandle;
+use flotilla_scheduler::{Plan, SchedulerConfig};
+use flotilla_store::{Command, ObjectKey, Op, Precondition};
+use tokio::sync::watch;
+
+use crate::PeerCore;
+use crate::clock::Clock;
+use crate::objects;
+use crate::resources::{self, Deletion};
+
+/// Rounds are at least this far apart, so a burst of changes makes one
+/// round, not one per change.
+const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(20);
+/// Ops in one proposal: bounds the log entry and the time it holds the
+/// state machine.
+pub const MAX_OPS_PER_PROPOSAL: usize = 512;
+
+/// The leader's in-memory view of node liveness: the heartbeats it has
+/// received since it took over. Never written to the log: only the
+/// transitions the lifecycle controller derives from it are.
+#[derive(Default)]
+pub struct Liveness {
+    inner: Mutex<LivenessState>,
+}
+
+#[derive(Default)]
+struct LivenessState {
+    /// When this peer became leader (wall clock ms), if it leads.
+    leader_since_unix_ms: Option<u64>,
+    last_heartbeat_unix_ms: BTreeMap<String, u64>,
+}
+
+impl Liveness {
+    pub fn record(&self, node: &str, now_unix_ms: u64) {
+        let mut s = self.inner.lock().expect("liveness lock");
+        s.last_heartbeat_unix_ms.insert(node.to_string(), now_unix_ms);
+    }
+
+    /// Starts or ends a term of leadership. A new leader knows nothing of
+    /// the nodes' past heartbeats: it starts from empty and the lifecycle
+    /// controller gives every node a grace period.
+    fn set_leading(&self, leading: bool, now_unix_ms: u64) -> Option<u64> {
+        let mut s = self.inner.lock().expect("liveness lock");
+        match (leading, s.leader_since_unix_ms) {
+            (true, None) => {
+                s.leader_since_unix_ms = Some(now_unix_ms);
+                s.last_heartbeat_unix_ms.clear();
+            }
+            (false, Some(_)) => {
+                s.leader_since_unix_ms = None;
+                s.last_heartbeat_unix_ms.clear();
+            }
+            _ => {}
+        }
+        s.leader_since_unix_ms
+    }
+
+    fn heartbeats(&self) -> BTreeMap<String, u64> {
+        self.inner.lock().expect("liveness lock").last_heartbeat_unix_ms.clone()
+    }
+}
+
+/// Runs rounds while this peer leads, until `stop` turns true.
+pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    let timing = &core.config.timing;
+    let node_timing = NodeTiming {
+        not_ready_after_ms: timing.not_ready_after_ms,
+        lost_after_ms: timing.lost_after_ms,
+        leader_grace_ms: timing.lost_after_ms,
+    };
+    let tick = Duration::from_millis(timing.node_heartbeat_ms);
+    let (_, mut events, _) = core.store.subscribe(None, 0);
+    let mut round: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(tick) => {}
+            received = events.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+                    return;
+                }
+            }
+        }
+        let now = clock.now_unix_ms();
+        let Some(leader_since) = core.liveness.set_leading(core.raft.is_leader(), now) else { continue };
+        round += 1;
+        let ops = plan_round(&core, &node_timing, leader_since, now, round);
+        for chunk in ops.chunks(MAX_OPS_PER_PROPOSAL) {
+            let command = Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() };
+            match core.link.write_here(command).await {
+                Ok(results) => {
+                    let failed = results.iter().filter(|r| r.is_err()).count();
+                    if failed > 0 {
+                        tracing::debug!(failed, "some leader writes lost a race; the next round decides again");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("leader round not written: {e}");
+                    break;
+                }
+            }
+        }
+        // Drain what this round's own writes produced: they are handled by
+        // the next round anyway, and waiting keeps rounds from spinning.
+        tokio::time::sleep(MIN_ROUND_INTERVAL).await;
+        while events.try_recv().is_ok() {}
+    }
+}
+
+/// One round's decisions, as store writes.
+fn plan_round(core: &PeerCore, node_timing: &NodeTiming, leader_since: u64, now: u64, round: u64) -> Vec<Op> {
+    let view = core.store.read(|store| objects::cluster_view(store, now));
+    let heartbeats = core.liveness.heartbeats();
+    let mut actions = flotilla_controllers::node_lifecycle(&view, &heartbeats, leader_since, node_timing);
+    actions.extend(flotilla_controllers::reconcile(&view, &Limits::default()));
+    let mut ops: Vec<Op> = actions.into_iter().filter_map(|a| action_op(a, &core.store, now)).collect();
+    // Pods the controllers are about to change are left for the next
+    // round's scheduler: their revision is about to move.
+    let touched: std::collections::BTreeSet<ObjectKey> = ops.iter().map(|op| op.key().clone()).collect();
+    let pods: Vec<Pod> = view.pods.iter().filter(|p| !touched.contains(&objects::pod_key(p))).cloned().collect();
+    let config = SchedulerConfig { seed: round, ..SchedulerConfig::default() };
+    let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
+    ops.extend(plan_ops(&plan, &view.pods, now));
+    ops
+}
+
+fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {
+    match action {
+        Action::Create(object) => {
+            let key = objects::key_of(&object);
+            Some(Op::Put { key, object: object.to_json(), precondition: Precondition::MustNotExist, uid: objects::new_uid() })
+        }
+        Action::Update(object) => {
+            let key = objects::key_of(&object);
+            let revision = object.metadata().resource_version.parse().ok()?;
+            Some(Op::Put { key, object: object.to_json(), precondition: Precondition::Revision(revision), uid: String::new() })
+        }
+        Action::Delete { kind, namespace, name, resource_version } => {
+            let revision: u64 = resource_version.parse().ok()?;
+            let key = ObjectKey::new(kind.name(), namespace, name);
+            // Bound Pods are deleted as users' deletes are: gracefully.
+            match store.read(|s| resources::deletion(s, &key, now)) {
+                Deletion::Graceful { object, revision: current } if current == revision => {
+                    Some(Op::Put { key, object, precondition: Precondition::Revision(revision), uid: String::new() })
+                }
+                Deletion::Graceful { .. } | Deletion::Terminating { .. } => None,
+                Deletion::Now => Some(Op::Delete { key, precondition: Precondition::Revision(revision) }),
+            }
+        }
+        Action::Event { involved, reason, message, warning } => {
+            Some(objects::event_op(involved, &reason, &message, warning, "flotilla-controller", now))
+        }
+    }
+}
+
+/// Bindings as compare-and-set writes of each Pod with its node set, and
+/// unschedulable Pods' PodScheduled condition with an event when the
+/// reason changes.
+fn plan_ops(plan: &Plan, pods: &[Pod], now: u64) -> Vec<Op> {
+    let by_key: BTreeMap<(&str, &str), &Pod> =
+        pods.iter().map(|p| ((p.metadata.namespace.as_str(), p.metadata.name.as_str()), p)).collect();
+    let mut ops = Vec::new();
+    for b in &plan.bindings {
+        let Some(pod) = by_key.get(&(b.namespace.as_str(), b.name.as_str())) else { continue };
+        let Ok(revision) = pod.metadata.resource_version.parse() else { continue };
+        let mut bound = (*pod).clone();
+        bound.spec.node_name = b.node.clone();
+        let status = bound.status.get_or_insert_with(Default::default);
+        if status.phase.is_empty() {
+            status.phase = "Pending".into();
+        }
+        objects::set_condition(&mut status.conditions, "PodScheduled", "True", "", "", now);
+        ops.push(Op::Put {
+            key: objects::pod_key(pod),
+            object: serde_json::to_string(&bound).expect("API types serialize"),
+            precondition: Precondition::Revision(revision),
+            uid: String::new(),
+        });
+        ops.push(objects::event_op(
+            objects::reference(&Object::Pod((*pod).clone())),
+            "Scheduled",
+            &format!("Successfully assigned {}/{} to {}", b.namespace, b.name, b.node),
+            false,
+            "flotilla-scheduler",
+            now,
+        ));
+    }
+    for u in &plan.unschedulable {
+        let Some(pod) = by_key.get(&(u.namespace.as_str(), u.name.as_str())) else { continue };
+        let Ok(revision) = pod.metadata.resource_version.parse() else { continue };
+        let mut pending = (*pod).clone();
+        let status = pending.status.get_or_insert_with(Default::default);
+        if status.phase.is_empty() {
+            status.phase = "Pending".into();
+        }
+        let already = status.conditions.iter().any(|c| c.type_ == "PodScheduled" && c.message == u.message);
+        if already {
+            continue;
+        }
+        objects::set_condition(&mut status.conditions, "PodScheduled", "False", "Unschedulable", &u.message, now);
+        ops.push(Op::Put {
+            key: objects::pod_key(pod),
+            object: serde_json::to_string(&pending).expect("API types serialize"),
+            precondition: Precondition::Revision(revision),
+            uid: String::new(),
+        });
+        ops.push(objects::event_op(
+            objects::reference(&Object::Pod((*pod).clone())),
+            "FailedScheduling",
+            &u.message,
+            true,
+            "flotilla-scheduler",
+            now,
+        ));
+    }
+    ops
+}

@@ -1,0 +1,310 @@
+//! This peer as a node: it registers its Node, beats its heart to the
+//! leader, fences itself when it cannot reach a leader holding a lease,
+//! feeds its agent the Pods bound here, and writes what the agent reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_agent::{Agent, DesiredPod, Report};
+use flotilla_api::cluster::{NodeAddress, NodeStatus};
+use flotilla_api::pod::Volume;
+use flotilla_api::quantity::Quantity;
+use flotilla_api::{ConfigMap, Kind, Node, Pod};
+use flotilla_proto::node::HeartbeatRequest;
+use flotilla_proto::node::nodes_client::NodesClient;
+use flotilla_runtime::Capabilities;
+use flotilla_store::{ObjectKey, Op, Precondition, WriteError};
+use tokio::sync::{mpsc, watch};
+
+use crate::PeerCore;
+use crate::clock::Clock;
+use crate::objects::{self, decode_all};
+
+/// Annotation naming the address of the peer that runs a Node, so any peer
+/// can forward `logs` and `exec` there.
+pub const PEER_ADDRESS_ANNOTATION: &str = "flotilla.dev/peer-address";
+/// Reports written in one proposal at most.
+const MAX_REPORTS_PER_WRITE: usize = 256;
+/// How often the agent is handed its Pods even when nothing changed.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts at a write that keeps losing compare-and-set races.
+const MAX_WRITE_ATTEMPTS: usize = 5;
+
+/// Registers (or refreshes) this peer's Node: capacity, labels, addresses
+/// and what its runtime cannot enforce. A cordon set by a user is kept.
+pub async fn register(core: &PeerCore, capabilities: &Capabilities, clock: &dyn Clock) -> Result<(), String> {
+    let name = core.config.node_name();
+    let key = ObjectKey::new("Node", "", name.clone());
+    let (cpu_millis, memory_bytes) = machine_capacity(&core.config.node);
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let live = core.store.read(|s| s.get(&key).cloned());
+        let mut node: Node = live.as_ref().and_then(|o| serde_json::from_str(&o.json).ok()).unwrap_or_default();
+        node.api_version = Kind::Node.api_version().into();
+        node.kind = Kind::Node.name().into();
+        node.metadata.name = name.clone();
+        node.metadata.labels.extend(core.config.node.labels.clone());
+        node.metadata.labels.insert("kubernetes.io/hostname".into(), name.clone());
+        node.metadata.labels.insert("kubernetes.io/os".into(), "linux".into());
+        node.metadata.annotations.insert(PEER_ADDRESS_ANNOTATION.into(), core.config.advertised_addr());
+        let now = clock.now_unix_ms();
+        let status = node.status.get_or_insert_with(NodeStatus::default);
+        let resources = BTreeMap::from([
+            ("cpu".to_string(), Quantity(format!("{cpu_millis}m"))),
+            ("memory".to_string(), Quantity(memory_bytes.to_string())),
+            ("pods".to_string(), Quantity(core.config.node.max_pods.to_string())),
+        ]);
+        status.capacity = resources.clone();
+        status.allocatable = resources;
+        status.addresses = vec![
+            NodeAddress { type_: "InternalIP".into(), address: core.config.listen.ip().to_string() },
+            NodeAddress { type_: "Hostname".into(), address: name.clone() },
+        ];
+        objects::set_condition(&mut status.conditions, "Ready", "True", "KubeletReady", "flotilla peer is posting heartbeats", now);
+        let (isolated, message) = if capabilities.limitations.is_empty() {
+            ("True", format!("{} runtime enforces isolation and limits", core.config.node.runtime))
+        } else {
+            ("False", capabilities.limitations.join(" "))
+        };
+        objects::set_condition(&mut status.conditions, "RuntimeIsolation", isolated, "", &message, now);
+        let precondition = live.as_ref().map_or(Precondition::MustNotExist, |o| Precondition::Revision(o.mod_revision));
+        let op = Op::Put {
+            key: key.clone(),
+            object: serde_json::to_string(&node).expect("API types serialize"),
+            precondition,
+            uid: objects::new_uid(),
+        };
+        match core.proposer.propose(vec![op]).await {
+            Ok(mut r) => match r.pop().expect("one result per op") {
+                Ok(_) => return Ok(()),
+                Err(WriteError::Conflict { .. } | WriteError::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.to_string()),
+            },
+            Err(e) => {
+                tracing::debug!("registering node {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    Err(format!("node {name} could not be registered after {MAX_WRITE_ATTEMPTS} attempts"))
+}
+
+/// CPU and memory from the configuration, or what this machine has.
+fn machine_capacity(node: &crate::config::NodeConfig) -> (u64, u64) {
+    let cpu = if node.cpu_millis > 0 {
+        node.cpu_millis
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000
+    };
+    let memory = if node.memory_bytes > 0 {
+        node.memory_bytes
+    } else {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        (pages.max(0) as u64) * (page.max(0) as u64)
+    };
+    (cpu, memory)
+}
+
+/// Beats the heart every `node_heartbeat_ms`, and fences the agent when no
+/// leader with a valid lease has answered for `fence_after_ms`.
+///
+/// The fence window is measured from when the last answered heartbeat was
+/// *sent*: the leader received it no earlier, so this peer always fences
+/// before the leader's `lost_after_ms` (measured from receipt) runs out.
+pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let timing = &core.config.timing;
+    let interval = Duration::from_millis(timing.node_heartbeat_ms);
+    let fence_after = Duration::from_millis(timing.fence_after_ms);
+    let node_name = core.config.node_name();
+    let mut last_answered_sent = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let sent = Instant::now();
+        let answered = match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::trace!("heartbeat: {e}");
+                false
+            }
+            Err(_) => false,
+        };
+        if answered {
+            last_answered_sent = sent;
+            if agent.is_fenced() {
+                tracing::info!("a leader answers again: Pods may run");
+                agent.unfence();
+            }
+        } else if last_answered_sent.elapsed() >= fence_after && !agent.is_fenced() {
+            tracing::warn!(
+                "no leader with a valid lease answered for {} ms: stopping every Pod on this node (fencing)",
+                last_answered_sent.elapsed().as_millis()
+            );
+            agent.fence().await;
+        }
+    }
+}
+
+async fn send_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
+    let (leader, addr) = core.link.leader().await.ok_or("no leader known")?;
+    if leader == core.id {
+        return crate::nodes::accept_heartbeat(core, node_name);
+    }
+    let channel = core.channels.get(&addr).map_err(|e| e.to_string())?;
+    let mut client = NodesClient::new(channel);
+    let mut request = tonic::Request::new(HeartbeatRequest {
+        cluster_id: core.membership.identity.get(),
+        peer_id: core.id,
+        node_name: node_name.to_string(),
+    });
+    request.set_timeout(Duration::from_millis(core.config.timing.node_heartbeat_ms * 2));
+    client.heartbeat(request).await.map(|_| ()).map_err(|s| s.message().to_string())
+}
+
+/// Keeps the agent's desired set equal to the Pods bound to this node,
+/// recomputed after every applied change that touches Pods or ConfigMaps.
+pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let node_name = core.config.node_name();
+    let (_, mut events, _) = core.store.subscribe(None, 0);
+    let mut last: Option<Vec<(String, String)>> = None;
+    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+    loop {
+        let desired = core.store.read(|s| desired_pods(s, &node_name));
+        // Only the identity and revision matter for "changed".
+        let fingerprint: Vec<(String, String)> =
+            desired.iter().map(|d| (d.pod.metadata.uid.clone(), d.pod.metadata.resource_version.clone())).collect();
+        // A terminating Pod is handed over again even if nothing changed:
+        // if the write removing it was lost, the agent reports it stopped
+        // once more and the removal is retried.
+        let terminating = desired.iter().any(|d| d.pod.metadata.deletion_timestamp.is_some());
+        if last.as_ref() != Some(&fingerprint) || terminating {
+            agent.sync(desired);
+            last = Some(fingerprint);
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = resync.tick() => {}
+            received = events.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn desired_pods(store: &flotilla_store::ObjectStore, node_name: &str) -> Vec<DesiredPod> {
+    let pods: Vec<Pod> = decode_all(store, Kind::Pod);
+    pods.into_iter()
+        .filter(|p| p.spec.node_name == node_name)
+        .map(|pod| {
+            let config_maps = config_maps_of(store, &pod);
+            DesiredPod { pod, config_maps }
+        })
+        .collect()
+}
+
+fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<String, BTreeMap<String, String>> {
+    let names: BTreeSet<&str> =
+        pod.spec.volumes.iter().filter_map(|v: &Volume| v.config_map.as_ref().map(|c| c.name.as_str())).collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let key = ObjectKey::new("ConfigMap", pod.metadata.namespace.clone(), name);
+            let cm: ConfigMap = serde_json::from_str(&store.get(&key)?.json).ok()?;
+            Some((name.to_string(), cm.data))
+        })
+        .collect()
+}
+
+/// Writes the agent's reports through the leader, many per proposal:
+/// statuses onto their Pods (compare-and-set, re-read on conflict),
+/// events as Event objects, and the removal of Pods the agent stopped
+/// after a graceful delete.
+pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
+    let mut batch = Vec::with_capacity(MAX_REPORTS_PER_WRITE);
+    while reports.recv_many(&mut batch, MAX_REPORTS_PER_WRITE).await > 0 {
+        // Later statuses of a Pod supersede earlier ones in the batch.
+        let mut statuses = BTreeMap::new();
+        let mut ops = Vec::new();
+        let now = clock.now_unix_ms();
+        for report in batch.drain(..) {
+            match report {
+                Report::Status(s) => {
+                    statuses.insert((s.namespace.clone(), s.name.clone()), s);
+                }
+                Report::Event(e) => {
+                    let involved = flotilla_api::cluster::ObjectReference {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        namespace: e.namespace,
+                        name: e.pod,
+                        uid: e.uid,
+                    };
+                    ops.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now));
+                }
+                Report::Stopped { namespace, name, uid } => {
+                    let key = ObjectKey::new("Pod", namespace, name);
+                    let current = core.store.read(|s| s.get(&key).cloned());
+                    if let Some(o) = current {
+                        let pod: Option<Pod> = serde_json::from_str(&o.json).ok();
+                        let ours = pod.is_some_and(|p| p.metadata.uid == uid && p.metadata.deletion_timestamp.is_some());
+                        if ours {
+                            ops.push(Op::Delete { key, precondition: Precondition::Revision(o.mod_revision) });
+                        }
+                    }
+                }
+            }
+        }
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            let mut round = std::mem::take(&mut ops);
+            core.store.read(|s| {
+                for ((namespace, name), update) in &statuses {
+                    let key = ObjectKey::new("Pod", namespace.clone(), name.clone());
+                    let Some(o) = s.get(&key) else { continue };
+                    let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { continue };
+                    if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) {
+                        continue;
+                    }
+                    // A Pod declared lost stays lost: its replacement may
+                    // already run elsewhere, and this node stops it.
+                    if pod.status.as_ref().is_some_and(|st| st.reason == objects::NODE_LOST_REASON) {
+                        continue;
+                    }
+                    pod.status = Some(update.status.clone());
+                    round.push(Op::Put {
+                        key: key.clone(),
+                        object: serde_json::to_string(&pod).expect("API types serialize"),
+                        precondition: Precondition::Revision(o.mod_revision),
+                        uid: String::new(),
+                    });
+                }
+            });
+            if round.is_empty() {
+                break;
+            }
+            let conflicted: BTreeSet<ObjectKey> = match core.proposer.propose(round.clone()).await {
+                Ok(results) => round
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, r)| matches!(r, Err(WriteError::Conflict { .. })))
+                    .map(|(op, _)| op.key().clone())
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!("status write (attempt {attempt}): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    round.iter().map(|op| op.key().clone()).collect()
+                }
+            };
+            // Only statuses that lost a race are written again, on fresh
+            // state; events and deletes are not retried.
+            statuses.retain(|(ns, name), _| conflicted.contains(&ObjectKey::new("Pod", ns.clone(), name.clone())));
+            if statuses.is_empty() {
+                break;
+            }
+        }
+    }
+}

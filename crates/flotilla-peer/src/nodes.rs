@@ -1,0 +1,164 @@
+//! The Nodes service: heartbeats received by the leader, and `logs` and
+//! `exec`, served by the peer that runs the Pod and forwarded there by any
+//! other.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_api::{Node, Pod};
+use openraft::Instant as _;
+use openraft::async_runtime::WatchReceiver as _;
+use flotilla_proto::node::nodes_client::NodesClient;
+use flotilla_proto::node::nodes_server::Nodes;
+use flotilla_proto::node::{ExecReply, ExecRequest, HeartbeatReply, HeartbeatRequest, LogsChunk, LogsRequest};
+use flotilla_store::ObjectKey;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::PeerCore;
+use crate::node::PEER_ADDRESS_ANNOTATION;
+
+/// How often `logs -f` looks for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Chunks buffered per followed log before the reader waits.
+const FOLLOW_BUFFER: usize = 16;
+/// Longest an exec may run.
+const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct NodesService {
+    pub core: Arc<PeerCore>,
+}
+
+/// The leader's side of a heartbeat: answered only while this peer leads
+/// with a lease a quorum confirmed within the minimum election timeout,
+/// so no peer is told "keep running" by a deposed leader.
+pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
+    let metrics = core.raft.metrics().borrow_watched().clone();
+    if metrics.current_leader != Some(core.id) {
+        return Err("not the leader".into());
+    }
+    let lease_ms = core.config.timing.election_timeout_min_ms;
+    match metrics.last_quorum_acked.map(|at| at.elapsed().as_millis() as u64) {
+        Some(ms) if ms < lease_ms => {}
+        // A single-voter cluster is its own quorum.
+        None if metrics.membership_config.membership().voter_ids().count() == 1 => {}
+        _ => return Err("the leader's lease has run out".into()),
+    }
+    core.liveness.record(node_name, core.clock.now_unix_ms());
+    Ok(())
+}
+
+impl NodesService {
+    /// The Pod, and the address of the peer that runs it, or None when it
+    /// runs here.
+    fn locate(&self, namespace: &str, name: &str) -> Result<(Pod, Option<String>), Status> {
+        let namespace = if namespace.is_empty() { "default" } else { namespace };
+        let key = ObjectKey::new("Pod", namespace, name);
+        let (pod, nodes) = self.core.store.read(|s| {
+            (s.get(&key).map(|o| o.json.clone()), s.list("Node", None, 0).map(|l| l.items).unwrap_or_default())
+        });
+        let pod: Pod = pod
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .ok_or_else(|| Status::not_found(format!("pod {namespace}/{name} not found")))?;
+        if pod.spec.node_name.is_empty() {
+            return Err(Status::failed_precondition(format!("pod {namespace}/{name} is not scheduled to a node yet")));
+        }
+        if pod.spec.node_name == self.core.config.node_name() {
+            return Ok((pod, None));
+        }
+        let addr = nodes
+            .iter()
+            .filter_map(|(_, o)| serde_json::from_str::<Node>(&o.json).ok())
+            .find(|n| n.metadata.name == pod.spec.node_name)
+            .and_then(|n| n.metadata.annotations.get(PEER_ADDRESS_ANNOTATION).cloned())
+            .ok_or_else(|| Status::unavailable(format!("node {} has no known peer address", pod.spec.node_name)))?;
+        Ok((pod, Some(addr)))
+    }
+
+    fn client(&self, addr: &str) -> Result<NodesClient<tonic::transport::Channel>, Status> {
+        let channel = self.core.channels.get(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(NodesClient::new(channel))
+    }
+}
+
+fn agent_status(e: flotilla_agent::AgentError) -> Status {
+    Status::not_found(e.to_string())
+}
+
+#[tonic::async_trait]
+impl Nodes for NodesService {
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        self.core.membership.accept_cluster(&req.cluster_id).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        accept_heartbeat(&self.core, &req.node_name).map_err(Status::unavailable)?;
+        let metrics = self.core.raft.metrics().borrow_watched().clone();
+        Ok(Response::new(HeartbeatReply { leader_id: self.core.id, term: metrics.current_term }))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let (pod, remote) = self.locate(&req.namespace, &req.pod)?;
+        if let Some(addr) = remote {
+            let stream = self.client(&addr)?.logs(req).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        let agent = self.core.agent.clone();
+        let uid = pod.metadata.uid.clone();
+        let tail = (req.tail_lines > 0).then_some(req.tail_lines as usize);
+        let data = agent.logs(&uid, &req.container, req.previous, tail).await.map_err(agent_status)?;
+        let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
+        let _ = tx.send(Ok(LogsChunk { data })).await;
+        if req.follow && !req.previous {
+            let container = req.container.clone();
+            tokio::spawn(async move {
+                // Follow from the end of what was just sent.
+                let Ok((_, mut offset)) = agent.logs_from(&uid, &container, 0).await else { return };
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                    }
+                    match agent.logs_from(&uid, &container, offset).await {
+                        Ok((data, next)) => {
+                            offset = next;
+                            if !data.is_empty() && tx.send(Ok(LogsChunk { data })).await.is_err() {
+                                return;
+                            }
+                        }
+                        // The Pod is gone: the stream ends, as kubectl's does.
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecReply>, Status> {
+        let req = request.into_inner();
+        if req.command.is_empty() {
+            return Err(Status::invalid_argument("command: required"));
+        }
+        let (pod, remote) = self.locate(&req.namespace, &req.pod)?;
+        if let Some(addr) = remote {
+            return self.client(&addr)?.exec(req).await;
+        }
+        let timeout = if req.timeout_ms == 0 {
+            DEFAULT_EXEC_TIMEOUT
+        } else {
+            Duration::from_millis(u64::from(req.timeout_ms)).min(MAX_EXEC_TIMEOUT)
+        };
+        let out = self
+            .core
+            .agent
+            .exec(&pod.metadata.uid, &req.container, &req.command, timeout)
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(ExecReply { exit_code: out.exit_code, stdout: out.stdout, stderr: out.stderr }))
+    }
+}
