@@ -237,7 +237,7 @@ struct PodEntry {
 #[derive(Default)]
 struct State {
     pods: BTreeMap<String, PodEntry>,
-    /// The last set given to `sync`, started again by `unfence`.
+    /// The last set given to `sync`.
     last_desired: Vec<DesiredPod>,
 }
 
@@ -337,16 +337,35 @@ impl Agent {
 
     /// Fencing: stops every Pod now (the leader is unreachable) and refuses
     /// to start any until `unfence`. Returns once they are all stopped.
+    ///
+    /// Every known container is killed at once, even one already stopping
+    /// gracefully: the leader may replace these Pods as soon as it declares
+    /// the node lost, and a grace period still running would overlap.
     pub async fn fence(&self) {
         self.shared.fenced.store(true, Ordering::SeqCst);
+        let containers: Vec<ContainerId> = {
+            let state = lock(&self.shared.state);
+            state.pods.values().flat_map(|e| lock(&e.containers).iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()).collect()
+        };
+        let mut kills = JoinSet::new();
+        for id in containers {
+            let runtime = self.shared.runtime.clone();
+            kills.spawn(async move { runtime.stop_container(&id, Duration::ZERO).await });
+        }
+        while let Some(result) = kills.join_next().await {
+            if let Ok(Err(e)) = result {
+                tracing::warn!("fencing: {e}");
+            }
+        }
         self.stop_all(StopReason::Fenced).await;
     }
 
-    /// Lets Pods run again: those of the last `sync` start at once.
+    /// Lets Pods run again once the caller has made sure its view of the
+    /// cluster is current: nothing starts until the next `sync`, which
+    /// must come from that view, never from what was known before the
+    /// fence.
     pub fn unfence(&self) {
         self.shared.fenced.store(false, Ordering::SeqCst);
-        let desired = lock(&self.shared.state).last_desired.clone();
-        self.sync(desired);
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -456,13 +475,15 @@ impl Agent {
     }
 }
 
+/// The first reason wins, except fencing, which overrides a graceful stop
+/// so the Pod is killed at once.
 fn request_stop(entry: &PodEntry, reason: StopReason) {
     entry.desire.send_if_modified(|d| {
-        let first = d.stop.is_none();
-        if first {
+        let wins = d.stop.is_none() || (reason == StopReason::Fenced && d.stop != Some(StopReason::Fenced));
+        if wins {
             d.stop = Some(reason);
         }
-        first
+        wins
     });
 }
 

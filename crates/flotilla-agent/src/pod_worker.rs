@@ -505,10 +505,18 @@ impl PodWorker {
 
     /// Stops every container (SIGTERM, SIGKILL after the grace period) and
     /// removes the sandbox; then [`PodWorker::is_done`].
+    /// The first reason wins, except fencing, which turns a graceful stop
+    /// into an immediate kill.
     pub fn stop(&mut self, reason: StopReason) {
-        if self.stopping.is_none() {
-            self.phase_at_stop = self.phase();
-            self.stopping = Some(reason);
+        match self.stopping {
+            None => {
+                self.phase_at_stop = self.phase();
+                self.stopping = Some(reason);
+            }
+            Some(current) if reason == StopReason::Fenced && current != StopReason::Fenced => {
+                self.stopping = Some(reason);
+            }
+            Some(_) => {}
         }
     }
 

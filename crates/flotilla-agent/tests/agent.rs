@@ -245,7 +245,7 @@ async fn fence_stops_everything_until_unfenced() {
         (runtime.sandbox_count(), runtime.running_container_count()),
         (0, 0)
     );
-    agent.sync(pods);
+    agent.sync(pods.clone());
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(runtime.sandbox_count(), 0, "nothing starts while fenced");
     while let Ok(report) = rx.try_recv() {
@@ -258,6 +258,9 @@ async fn fence_stops_everything_until_unfenced() {
     let started = runtime.containers_started();
     agent.unfence();
     assert!(!agent.is_fenced());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(runtime.containers_started(), started, "nothing starts before the next sync");
+    agent.sync(pods);
     until(
         &mut rx,
         |r| matches!(r, Report::Event(e) if e.reason == "Started"),
