@@ -89,14 +89,22 @@ impl ObjectsService {
     /// then removes it, so its name (a StatefulSet ordinal) is free only
     /// once nothing runs under it.
     async fn delete_one(&self, key: &ObjectKey) -> Result<(String, u64), Status> {
-        for _ in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+        for attempt in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+            if attempt > 0 {
+                // The object changed under us: judge it again on state at
+                // least as new as the write that beat us.
+                self.read_barrier(false).await?;
+            }
             let now = self.core.clock.now_unix_ms();
             let op = match self.core.store.read(|s| crate::resources::deletion(s, key, now)) {
                 crate::resources::Deletion::Graceful { object, revision } => {
                     Op::Put { key: key.clone(), object, precondition: Precondition::Revision(revision), uid: String::new() }
                 }
                 crate::resources::Deletion::Terminating { uid, revision } => return Ok((uid, revision)),
-                crate::resources::Deletion::Now => Op::Delete { key: key.clone(), precondition: Precondition::None },
+                crate::resources::Deletion::Now { revision } => Op::Delete {
+                    key: key.clone(),
+                    precondition: revision.map_or(Precondition::MustExist, Precondition::Revision),
+                },
             };
             match self.write(op).await {
                 Ok(r) => return Ok((crate::resources::uid_of(&r.object), r.revision)),

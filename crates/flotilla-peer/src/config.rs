@@ -235,7 +235,7 @@ impl PeerConfig {
         if t.heartbeat_ms == 0 {
             return Err(("timing.heartbeat_ms", "must be at least 1".into()));
         }
-        if t.election_timeout_min_ms <= t.heartbeat_ms * 2 {
+        if t.election_timeout_min_ms <= t.heartbeat_ms.saturating_mul(2) {
             return Err((
                 "timing.election_timeout_min_ms",
                 format!("{} must exceed twice timing.heartbeat_ms ({})", t.election_timeout_min_ms, t.heartbeat_ms),
@@ -247,29 +247,29 @@ impl PeerConfig {
                 format!("{} must exceed timing.election_timeout_min_ms ({})", t.election_timeout_max_ms, t.election_timeout_min_ms),
             ));
         }
-        if t.replace_voter_after_ms < t.election_timeout_max_ms * 4 {
+        if t.replace_voter_after_ms < t.election_timeout_max_ms.saturating_mul(4) {
             return Err((
                 "timing.replace_voter_after_ms",
-                format!("{} must be at least four election timeouts ({})", t.replace_voter_after_ms, t.election_timeout_max_ms * 4),
+                format!("{} must be at least four election timeouts ({})", t.replace_voter_after_ms, t.election_timeout_max_ms.saturating_mul(4)),
             ));
         }
         if t.node_heartbeat_ms == 0 {
             return Err(("timing.node_heartbeat_ms", "must be at least 1".into()));
         }
-        if t.not_ready_after_ms < t.node_heartbeat_ms * 2 {
+        if t.not_ready_after_ms < t.node_heartbeat_ms.saturating_mul(2) {
             return Err((
                 "timing.not_ready_after_ms",
-                format!("{} must be at least two node heartbeats ({})", t.not_ready_after_ms, t.node_heartbeat_ms * 2),
+                format!("{} must be at least two node heartbeats ({})", t.not_ready_after_ms, t.node_heartbeat_ms.saturating_mul(2)),
             ));
         }
-        let failover_ms = t.election_timeout_max_ms * 2 + t.node_heartbeat_ms;
+        let failover_ms = t.election_timeout_max_ms.saturating_mul(2).saturating_add(t.node_heartbeat_ms);
         if t.fence_after_ms < failover_ms {
             return Err((
                 "timing.fence_after_ms",
                 format!("{} must outlast a leader failover (twice timing.election_timeout_max_ms plus a node heartbeat: {failover_ms}), or every failover stops all Pods", t.fence_after_ms),
             ));
         }
-        if t.lost_after_ms < t.fence_after_ms + FENCE_MARGIN_MS {
+        if t.lost_after_ms < t.fence_after_ms.saturating_add(FENCE_MARGIN_MS) {
             return Err((
                 "timing.lost_after_ms",
                 format!(

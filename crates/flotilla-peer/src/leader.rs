@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_api::{Object, Pod};
 use flotilla_controllers::{Action, Limits, NodeTiming};
 use flotilla_raft::StoreHandle;
+use openraft::async_runtime::WatchReceiver as _;
 use flotilla_scheduler::{Plan, SchedulerConfig};
 use flotilla_store::{Command, ObjectKey, Op, Precondition};
 use tokio::sync::watch;
@@ -26,14 +27,18 @@ use crate::resources::{self, Deletion};
 
 /// Rounds are at least this far apart, so a burst of changes makes one
 /// round, not one per change.
-const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(20);
+const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(10);
 /// Ops in one proposal: bounds the log entry and the time it holds the
 /// state machine.
 pub const MAX_OPS_PER_PROPOSAL: usize = 512;
 
 /// The leader's in-memory view of node liveness: the heartbeats it has
-/// received since it took over. Never written to the log: only the
+/// received in its current term. Never written to the log: only the
 /// transitions the lifecycle controller derives from it are.
+///
+/// Times are monotonic, so a wall-clock step on the leader cannot make a
+/// node look silent; they are turned into wall-clock milliseconds only
+/// for the pure lifecycle controller, relative to one reading.
 #[derive(Default)]
 pub struct Liveness {
     inner: Mutex<LivenessState>,
@@ -41,39 +46,44 @@ pub struct Liveness {
 
 #[derive(Default)]
 struct LivenessState {
-    /// When this peer became leader (wall clock ms), if it leads.
-    leader_since_unix_ms: Option<u64>,
-    last_heartbeat_unix_ms: BTreeMap<String, u64>,
+    /// The term this table belongs to, while this peer leads in it.
+    term: Option<u64>,
+    leader_since: Option<Instant>,
+    last_heartbeat: BTreeMap<String, Instant>,
 }
 
 impl Liveness {
-    pub fn record(&self, node: &str, now_unix_ms: u64) {
+    /// Records a heartbeat answered in `term`; one from another term (a
+    /// leadership lost and regained meanwhile) is not this table's.
+    pub fn record(&self, term: u64, node: &str) {
         let mut s = self.inner.lock().expect("liveness lock");
-        s.last_heartbeat_unix_ms.insert(node.to_string(), now_unix_ms);
-    }
-
-    /// Starts or ends a term of leadership. A new leader knows nothing of
-    /// the nodes' past heartbeats: it starts from empty and the lifecycle
-    /// controller gives every node a grace period.
-    fn set_leading(&self, leading: bool, now_unix_ms: u64) -> Option<u64> {
-        let mut s = self.inner.lock().expect("liveness lock");
-        match (leading, s.leader_since_unix_ms) {
-            (true, None) => {
-                s.leader_since_unix_ms = Some(now_unix_ms);
-                s.last_heartbeat_unix_ms.clear();
-            }
-            (false, Some(_)) => {
-                s.leader_since_unix_ms = None;
-                s.last_heartbeat_unix_ms.clear();
-            }
-            _ => {}
+        if s.term == Some(term) {
+            s.last_heartbeat.insert(node.to_string(), Instant::now());
         }
-        s.leader_since_unix_ms
     }
 
-    fn heartbeats(&self) -> BTreeMap<String, u64> {
-        self.inner.lock().expect("liveness lock").last_heartbeat_unix_ms.clone()
+    /// Starts or ends a term of leadership. A new term knows nothing of the
+    /// nodes' past heartbeats: it starts from empty and the lifecycle
+    /// controller gives every node a grace period.
+    fn set_leading(&self, leading_term: Option<u64>) -> Option<Instant> {
+        let mut s = self.inner.lock().expect("liveness lock");
+        if s.term != leading_term {
+            s.term = leading_term;
+            s.leader_since = leading_term.map(|_| Instant::now());
+            s.last_heartbeat.clear();
+        }
+        s.leader_since
     }
+
+    /// The heartbeats as wall-clock milliseconds relative to `now_unix_ms`.
+    fn heartbeats_unix_ms(&self, now_unix_ms: u64) -> BTreeMap<String, u64> {
+        let s = self.inner.lock().expect("liveness lock");
+        s.last_heartbeat.iter().map(|(n, at)| (n.clone(), unix_ms_of(*at, now_unix_ms))).collect()
+    }
+}
+
+fn unix_ms_of(at: Instant, now_unix_ms: u64) -> u64 {
+    now_unix_ms.saturating_sub(at.elapsed().as_millis() as u64)
 }
 
 /// Runs rounds while this peer leads, until `stop` turns true.
@@ -97,8 +107,13 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
                 }
             }
         }
+        // Everything applied so far is in the state this round reads.
+        while events.try_recv().is_ok() {}
         let now = clock.now_unix_ms();
-        let Some(leader_since) = core.liveness.set_leading(core.raft.is_leader(), now) else { continue };
+        let metrics = core.raft.metrics().borrow_watched().clone();
+        let leading_term = (metrics.current_leader == Some(core.id)).then_some(metrics.current_term);
+        let Some(leader_since) = core.liveness.set_leading(leading_term) else { continue };
+        let leader_since = unix_ms_of(leader_since, now);
         round += 1;
         let ops = plan_round(&core, &node_timing, leader_since, now, round);
         for chunk in ops.chunks(MAX_OPS_PER_PROPOSAL) {
@@ -116,17 +131,16 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
                 }
             }
         }
-        // Drain what this round's own writes produced: they are handled by
-        // the next round anyway, and waiting keeps rounds from spinning.
+        // Changes that arrive meanwhile (this round's own writes among
+        // them) wake the next round at once.
         tokio::time::sleep(MIN_ROUND_INTERVAL).await;
-        while events.try_recv().is_ok() {}
     }
 }
 
 /// One round's decisions, as store writes.
 fn plan_round(core: &PeerCore, node_timing: &NodeTiming, leader_since: u64, now: u64, round: u64) -> Vec<Op> {
     let view = core.store.read(|store| objects::cluster_view(store, now));
-    let heartbeats = core.liveness.heartbeats();
+    let heartbeats = core.liveness.heartbeats_unix_ms(now);
     let mut actions = flotilla_controllers::node_lifecycle(&view, &heartbeats, leader_since, node_timing);
     actions.extend(flotilla_controllers::reconcile(&view, &Limits::default()));
     let mut ops: Vec<Op> = actions.into_iter().filter_map(|a| action_op(a, &core.store, now)).collect();
@@ -160,7 +174,7 @@ fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {
                     Some(Op::Put { key, object, precondition: Precondition::Revision(revision), uid: String::new() })
                 }
                 Deletion::Graceful { .. } | Deletion::Terminating { .. } => None,
-                Deletion::Now => Some(Op::Delete { key, precondition: Precondition::Revision(revision) }),
+                Deletion::Now { .. } => Some(Op::Delete { key, precondition: Precondition::Revision(revision) }),
             }
         }
         Action::Event { involved, reason, message, warning } => {

@@ -182,6 +182,9 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     {
         let (core, agent, stop_rx, clock) = (core.clone(), agent.clone(), stop_rx.clone(), clock.clone());
         tokio::spawn(async move {
+            // No Pod runs until a leader with a lease answers and this
+            // replica has caught up (see `node::heartbeat_loop`).
+            agent.fence().await;
             // The Node must exist before Pods can be bound to it; retry
             // until a leader accepts it.
             while let Err(e) = node::register(&core, &capabilities, clock.as_ref()).await {

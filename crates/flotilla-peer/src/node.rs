@@ -60,7 +60,11 @@ pub async fn register(core: &PeerCore, capabilities: &Capabilities, clock: &dyn 
             NodeAddress { type_: "InternalIP".into(), address: core.config.listen.ip().to_string() },
             NodeAddress { type_: "Hostname".into(), address: name.clone() },
         ];
-        objects::set_condition(&mut status.conditions, "Ready", "True", "KubeletReady", "flotilla peer is posting heartbeats", now);
+        // Readiness after a restart is the lifecycle controller's call, made
+        // on heartbeats: a node it declared lost must not look Ready early.
+        if live.is_none() {
+            objects::set_condition(&mut status.conditions, "Ready", "True", "KubeletReady", "flotilla peer is posting heartbeats", now);
+        }
         let (isolated, message) = if capabilities.limitations.is_empty() {
             ("True", format!("{} runtime enforces isolation and limits", core.config.node.runtime))
         } else {
@@ -106,46 +110,100 @@ fn machine_capacity(node: &crate::config::NodeConfig) -> (u64, u64) {
     (cpu, memory)
 }
 
-/// Beats the heart every `node_heartbeat_ms`, and fences the agent when no
-/// leader with a valid lease has answered for `fence_after_ms`.
+/// Beats the heart every `node_heartbeat_ms`, fences the agent when no
+/// leader with a valid lease has answered for `fence_after_ms`, and lifts
+/// the fence once one answers and this replica has caught up.
 ///
-/// The fence window is measured from when the last answered heartbeat was
-/// *sent*: the leader received it no earlier, so this peer always fences
-/// before the leader's `lost_after_ms` (measured from receipt) runs out.
+/// The agent starts fenced: before a leader answers, nothing says this
+/// node's Pods have not been replaced meanwhile. The fence window is
+/// measured from when the last answered heartbeat was *sent*: the leader
+/// received it no earlier, so this peer always fences before the leader's
+/// `lost_after_ms` (measured from receipt) runs out.
 pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let timing = &core.config.timing;
-    let interval = Duration::from_millis(timing.node_heartbeat_ms);
-    let fence_after = Duration::from_millis(timing.fence_after_ms);
+    let interval = Duration::from_millis(core.config.timing.node_heartbeat_ms);
     let node_name = core.config.node_name();
-    let mut last_answered_sent = Instant::now();
+    let (answered_tx, answered_rx) = watch::channel::<Option<Instant>>(None);
+    tokio::spawn(fence_watchdog(core.clone(), agent.clone(), answered_rx, stop.clone()));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         let sent = Instant::now();
-        let answered = match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
-            Ok(Ok(())) => true,
+        match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::trace!("heartbeat: {e}");
-                false
+                continue;
             }
-            Err(_) => false,
-        };
-        if answered {
-            last_answered_sent = sent;
-            if agent.is_fenced() {
-                tracing::info!("a leader answers again: Pods may run");
-                agent.unfence();
+            Err(_) => continue,
+        }
+        answered_tx.send_replace(Some(sent));
+        if agent.is_fenced() {
+            match caught_up(&core, &node_name).await {
+                Ok(()) => {
+                    tracing::info!("a leader answers and this replica has caught up: Pods may run");
+                    agent.unfence();
+                    agent.sync(core.store.read(|s| desired_pods(s, &node_name)));
+                }
+                Err(e) => tracing::info!("still fenced: {e}"),
             }
-        } else if last_answered_sent.elapsed() >= fence_after && !agent.is_fenced() {
-            tracing::warn!(
-                "no leader with a valid lease answered for {} ms: stopping every Pod on this node (fencing)",
-                last_answered_sent.elapsed().as_millis()
-            );
-            agent.fence().await;
         }
     }
+}
+
+/// Fences the agent the moment `fence_after_ms` has passed since the last
+/// answered heartbeat was sent, whatever the heartbeat loop is waiting on.
+async fn fence_watchdog(
+    core: Arc<PeerCore>,
+    agent: Arc<Agent>,
+    mut answered: watch::Receiver<Option<Instant>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let fence_after = Duration::from_millis(core.config.timing.fence_after_ms);
+    loop {
+        let last = *answered.borrow_and_update();
+        match last {
+            Some(sent) if !agent.is_fenced() => {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = answered.changed() => {}
+                    _ = tokio::time::sleep_until((sent + fence_after).into()) => {
+                        tracing::warn!(
+                            "no leader with a valid lease answered for {} ms: killing every Pod on this node (fencing)",
+                            sent.elapsed().as_millis()
+                        );
+                        agent.fence().await;
+                    }
+                }
+            }
+            _ => {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = answered.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Before Pods may run again: this replica has applied everything the
+/// leader had committed, so it knows of every replacement, and the leader
+/// has not declared this node lost (it writes Ready again only after a
+/// fresh heartbeat).
+async fn caught_up(core: &PeerCore, node_name: &str) -> Result<(), String> {
+    let index = core.link.read_index().await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(5), core.store.wait_applied(index))
+        .await
+        .map_err(|_| format!("this replica has not applied index {index} yet"))?;
+    let key = ObjectKey::new("Node", "", node_name);
+    let lost = core.store.read(|s| {
+        s.get(&key).and_then(|o| serde_json::from_str::<Node>(&o.json).ok()).is_some_and(|n| objects::node_is_lost(&n))
+    });
+    if lost {
+        return Err(format!("node {node_name} is still marked lost"));
+    }
+    Ok(())
 }
 
 async fn send_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
@@ -198,8 +256,10 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
 
 fn desired_pods(store: &flotilla_store::ObjectStore, node_name: &str) -> Vec<DesiredPod> {
     let pods: Vec<Pod> = decode_all(store, Kind::Pod);
+    // A Pod declared lost has been replaced: it must not run here again.
     pods.into_iter()
         .filter(|p| p.spec.node_name == node_name)
+        .filter(|p| p.status.as_ref().is_none_or(|s| s.reason != objects::NODE_LOST_REASON))
         .map(|pod| {
             let config_maps = config_maps_of(store, &pod);
             DesiredPod { pod, config_maps }
@@ -227,14 +287,15 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
 pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
     let mut batch = Vec::with_capacity(MAX_REPORTS_PER_WRITE);
     while reports.recv_many(&mut batch, MAX_REPORTS_PER_WRITE).await > 0 {
-        // Later statuses of a Pod supersede earlier ones in the batch.
+        // Later statuses of a Pod supersede earlier ones in the batch; by
+        // uid, so a recreated Pod of the same name is never mixed up.
         let mut statuses = BTreeMap::new();
         let mut ops = Vec::new();
         let now = clock.now_unix_ms();
         for report in batch.drain(..) {
             match report {
                 Report::Status(s) => {
-                    statuses.insert((s.namespace.clone(), s.name.clone()), s);
+                    statuses.insert(s.uid.clone(), s);
                 }
                 Report::Event(e) => {
                     let involved = flotilla_api::cluster::ObjectReference {
@@ -262,8 +323,8 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             let mut round = std::mem::take(&mut ops);
             core.store.read(|s| {
-                for ((namespace, name), update) in &statuses {
-                    let key = ObjectKey::new("Pod", namespace.clone(), name.clone());
+                for update in statuses.values() {
+                    let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
                     let Some(o) = s.get(&key) else { continue };
                     let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { continue };
                     if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) {
@@ -301,7 +362,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
             };
             // Only statuses that lost a race are written again, on fresh
             // state; events and deletes are not retried.
-            statuses.retain(|(ns, name), _| conflicted.contains(&ObjectKey::new("Pod", ns.clone(), name.clone())));
+            statuses.retain(|_, u| conflicted.contains(&ObjectKey::new("Pod", u.namespace.clone(), u.name.clone())));
             if statuses.is_empty() {
                 break;
             }

@@ -20,6 +20,13 @@ use tonic::{Request, Response, Status};
 use crate::PeerCore;
 use crate::node::PEER_ADDRESS_ANNOTATION;
 
+/// Marks a call one peer forwarded to another, which must serve it itself:
+/// two peers with stale views never bounce a call between them.
+const FORWARDED: &str = "x-flotilla-forwarded";
+/// Bytes of log per streamed message, well under gRPC's message limits.
+const LOG_CHUNK_BYTES: usize = 256 * 1024;
+/// Largest message a forwarded call accepts back.
+const MAX_FORWARDED_REPLY_BYTES: usize = 16 << 20;
 /// How often `logs -f` looks for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// Chunks buffered per followed log before the reader waits.
@@ -47,7 +54,7 @@ pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> 
         None if metrics.membership_config.membership().voter_ids().count() == 1 => {}
         _ => return Err("the leader's lease has run out".into()),
     }
-    core.liveness.record(node_name, core.clock.now_unix_ms());
+    core.liveness.record(metrics.current_term, node_name);
     Ok(())
 }
 
@@ -79,9 +86,26 @@ impl NodesService {
     }
 
     fn client(&self, addr: &str) -> Result<NodesClient<tonic::transport::Channel>, Status> {
+        if addr == self.core.config.advertised_addr() {
+            return Err(Status::unavailable(format!("this peer's node is not the Pod's, yet {addr} is this peer")));
+        }
         let channel = self.core.channels.get(addr).map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(NodesClient::new(channel))
+        Ok(NodesClient::new(channel).max_decoding_message_size(MAX_FORWARDED_REPLY_BYTES))
     }
+}
+
+/// A request to forward to the Pod's peer, unless it was forwarded here
+/// already.
+fn forward<T>(request: &Request<T>, inner: T, timeout: Option<Duration>) -> Result<Request<T>, Status> {
+    if request.metadata().contains_key(FORWARDED) {
+        return Err(Status::unavailable("forwarded to a peer that does not run the Pod either: the cluster's view is changing, try again"));
+    }
+    let mut forwarded = Request::new(inner);
+    forwarded.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    if let Some(t) = timeout {
+        forwarded.set_timeout(t);
+    }
+    Ok(forwarded)
 }
 
 fn agent_status(e: flotilla_agent::AgentError) -> Status {
@@ -101,10 +125,11 @@ impl Nodes for NodesService {
     type LogsStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         let (pod, remote) = self.locate(&req.namespace, &req.pod)?;
         if let Some(addr) = remote {
-            let stream = self.client(&addr)?.logs(req).await?.into_inner();
+            let forwarded = forward(&request, req, None)?;
+            let stream = self.client(&addr)?.logs(forwarded).await?.into_inner();
             return Ok(Response::new(Box::pin(stream)));
         }
         let agent = self.core.agent.clone();
@@ -112,10 +137,15 @@ impl Nodes for NodesService {
         let tail = (req.tail_lines > 0).then_some(req.tail_lines as usize);
         let data = agent.logs(&uid, &req.container, req.previous, tail).await.map_err(agent_status)?;
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
-        let _ = tx.send(Ok(LogsChunk { data })).await;
-        if req.follow && !req.previous {
-            let container = req.container.clone();
-            tokio::spawn(async move {
+        let follow = req.follow && !req.previous;
+        let container = req.container.clone();
+        tokio::spawn(async move {
+            for chunk in data.chunks(LOG_CHUNK_BYTES) {
+                if tx.send(Ok(LogsChunk { data: chunk.to_vec() })).await.is_err() {
+                    return;
+                }
+            }
+            if follow {
                 // Follow from the end of what was just sent.
                 let Ok((_, mut offset)) = agent.logs_from(&uid, &container, 0).await else { return };
                 loop {
@@ -134,25 +164,26 @@ impl Nodes for NodesService {
                         Err(_) => return,
                     }
                 }
-            });
-        }
+            }
+        });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecReply>, Status> {
-        let req = request.into_inner();
+        let req = request.get_ref().clone();
         if req.command.is_empty() {
             return Err(Status::invalid_argument("command: required"));
-        }
-        let (pod, remote) = self.locate(&req.namespace, &req.pod)?;
-        if let Some(addr) = remote {
-            return self.client(&addr)?.exec(req).await;
         }
         let timeout = if req.timeout_ms == 0 {
             DEFAULT_EXEC_TIMEOUT
         } else {
             Duration::from_millis(u64::from(req.timeout_ms)).min(MAX_EXEC_TIMEOUT)
         };
+        let (pod, remote) = self.locate(&req.namespace, &req.pod)?;
+        if let Some(addr) = remote {
+            let forwarded = forward(&request, req, Some(timeout + Duration::from_secs(5)))?;
+            return self.client(&addr)?.exec(forwarded).await;
+        }
         let out = self
             .core
             .agent

@@ -95,8 +95,9 @@ pub fn owned_by(store: &ObjectStore, namespace: &str, uid: &str) -> Vec<ObjectKe
 
 /// How one object is deleted.
 pub enum Deletion {
-    /// Remove it from the store now.
-    Now,
+    /// Remove it from the store now: compare-and-set on the revision that
+    /// was judged, so a Pod bound meanwhile is judged again.
+    Now { revision: Option<u64> },
     /// Write it back with its deletionTimestamp set (compare-and-set on
     /// the revision): a Pod bound to a live node, which stops it first.
     Graceful { object: String, revision: u64 },
@@ -105,13 +106,14 @@ pub enum Deletion {
 }
 
 pub fn deletion(store: &ObjectStore, key: &ObjectKey, now_unix_ms: u64) -> Deletion {
+    let Some(stored) = store.get(key) else { return Deletion::Now { revision: None } };
+    let now = Deletion::Now { revision: Some(stored.mod_revision) };
     if key.kind != "Pod" {
-        return Deletion::Now;
+        return now;
     }
-    let Some(stored) = store.get(key) else { return Deletion::Now };
-    let Ok(mut pod) = serde_json::from_str::<flotilla_api::Pod>(&stored.json) else { return Deletion::Now };
+    let Ok(mut pod) = serde_json::from_str::<flotilla_api::Pod>(&stored.json) else { return now };
     if pod.spec.node_name.is_empty() {
-        return Deletion::Now;
+        return now;
     }
     let node_key = ObjectKey::new("Node", "", pod.spec.node_name.clone());
     let node_lost = store
@@ -120,14 +122,14 @@ pub fn deletion(store: &ObjectStore, key: &ObjectKey, now_unix_ms: u64) -> Delet
         .is_none_or(|n| crate::objects::node_is_lost(&n));
     // A lost node has fenced itself: nothing runs there any more.
     if node_lost {
-        return Deletion::Now;
+        return now;
     }
     if pod.metadata.deletion_timestamp.is_some() {
         return Deletion::Terminating { uid: pod.metadata.uid, revision: stored.mod_revision };
     }
     let terminal = pod.status.as_ref().is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed");
     if terminal {
-        return Deletion::Now;
+        return now;
     }
     pod.metadata.deletion_timestamp = Some(flotilla_api::time::format_rfc3339(now_unix_ms));
     Deletion::Graceful { object: serde_json::to_string(&pod).expect("API types serialize"), revision: stored.mod_revision }

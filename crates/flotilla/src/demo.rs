@@ -107,7 +107,7 @@ pub async fn run(exe: &Path, peers: &mut [LocalPeer]) -> anyhow::Result<()> {
     let victim = placed
         .keys()
         .filter_map(|node| node.strip_prefix("peer-").and_then(|id| id.parse::<u64>().ok()))
-        .find(|id| *id != status.leader);
+        .find(|id| *id != status.leader && peers.iter().any(|p| p.id == *id));
     let Some(victim) = victim else {
         println!("  every Pod runs on the leader; nothing to show by killing a follower");
         return Ok(());
