@@ -49,6 +49,21 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         kills: usize,
     },
+    /// Time from SIGKILL of a peer to all of its Pods Running on the
+    /// others (process runtime, default timings).
+    Heal {
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// Replicas of the Deployment spread over the three peers.
+        #[arg(long, default_value_t = 6)]
+        replicas: usize,
+    },
+    /// Time from creating a single-container Pod to its Running status
+    /// (process runtime), and the peers' memory idle and with the Pods.
+    Start {
+        #[arg(long, default_value_t = 200)]
+        pods: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -57,7 +72,9 @@ enum Via {
     Leader,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+mod pods;
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -70,13 +87,15 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("cargo run --release -p flotilla-bench -- {}", args.join(" "))
+    // The profile matters to every figure: name the one this binary is.
+    let profile = if cfg!(debug_assertions) { "" } else { " --release" };
+    format!("cargo run{profile} -p flotilla-bench -- {}", args.join(" "))
 }
 
 #[tokio::main]
@@ -86,6 +105,8 @@ async fn main() -> anyhow::Result<()> {
     let result = match cli.command {
         Bench::Writes { clients, seconds, value_bytes, runs, via } => writes(&clients, seconds, value_bytes, runs, via).await?,
         Bench::Failover { kills } => failover(kills).await?,
+        Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
+        Bench::Start { pods } => pods::start(pods).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
     let path = cli.out.join(format!("{name}.json"));
