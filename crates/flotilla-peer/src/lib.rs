@@ -125,6 +125,9 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         backend.clone(),
         Some(data_dir.join("snapshot.bin")),
         flotilla_store::DEFAULT_HISTORY_LIMIT,
+        // A binding planned on stale state must not oversubscribe a node:
+        // every peer re-checks it as it applies it.
+        Some(Arc::new(flotilla_scheduler::BindingAdmission)),
     )
     .map_err(dir_error)?;
     let store = state_machine.handle();

@@ -12,7 +12,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use flotilla_store::{Event, ObjectKey, ObjectStore, StoreSnapshot, StoredObject};
+use flotilla_store::{Admission, Event, ObjectKey, ObjectStore, StoreSnapshot, StoredObject};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -106,7 +106,14 @@ pub struct StateMachine {
 impl StateMachine {
     /// Loads the applied state from `backend`, and the last snapshot from
     /// `snapshot_path` where one was written.
-    pub fn open(backend: Arc<dyn Backend>, snapshot_path: Option<PathBuf>, history_limit: usize) -> io::Result<Self> {
+    /// `admission` checks writes as they are applied (see
+    /// [`flotilla_store::Admission`]), and survives snapshot installs.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        snapshot_path: Option<PathBuf>,
+        history_limit: usize,
+        admission: Option<Arc<dyn Admission>>,
+    ) -> io::Result<Self> {
         let last_applied: Option<LogId> =
             backend.get(Cf::Applied, KEY_LAST_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
         let membership: StoredMembership =
@@ -129,7 +136,8 @@ impl StateMachine {
                 break;
             }
         }
-        let store = ObjectStore::restore(StoreSnapshot { revision, objects }, history_limit);
+        let mut store = ObjectStore::restore(StoreSnapshot { revision, objects }, history_limit);
+        store.set_admission(admission);
         let current_snapshot = match &snapshot_path {
             Some(path) if path.exists() => {
                 let bytes = std::fs::read(path)?;
@@ -266,7 +274,9 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
             let history_limit = a.store.history_limit();
             // Synced: Raft may purge its log up to the snapshot right after.
             self.shared.backend.write(batch, true)?;
+            let admission = a.store.admission();
             a.store = ObjectStore::restore(store_snapshot, history_limit);
+            a.store.set_admission(admission);
             a.last_applied = meta.last_log_id.clone();
             a.membership = meta.last_membership.clone();
             let _ = self.shared.events.send(AppliedEvent::Reset { revision });

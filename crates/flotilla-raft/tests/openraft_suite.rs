@@ -13,7 +13,7 @@ struct Memory;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Memory {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<TypeConfig>> {
         let backend = Arc::new(MemoryBackend::default());
-        let sm = StateMachine::open(backend.clone(), None, 100).expect("state machine");
+        let sm = StateMachine::open(backend.clone(), None, 100, None).expect("state machine");
         Ok(((), LogStore::new(backend), sm))
     }
 }
@@ -30,7 +30,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Rocks {
         let n = self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.parent.path().join(n.to_string());
         let backend = Arc::new(RocksBackend::open(&dir.join("db")).expect("rocksdb"));
-        let sm = StateMachine::open(backend.clone(), Some(dir.join("snapshot.bin")), 100).expect("state machine");
+        let sm = StateMachine::open(backend.clone(), Some(dir.join("snapshot.bin")), 100, None).expect("state machine");
         Ok(((), LogStore::new(backend), sm))
     }
 }

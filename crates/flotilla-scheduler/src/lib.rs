@@ -53,6 +53,7 @@
 //! answered from a cache rather than rescanning every node: within a round
 //! nodes only fill up, so what failed once fails again.
 
+mod admission;
 mod matching;
 mod resources;
 mod score;
@@ -66,6 +67,7 @@ use std::collections::{BTreeMap, HashMap};
 use flotilla_api::cluster::Node;
 use flotilla_api::pod::Pod;
 
+pub use admission::BindingAdmission;
 pub use resources::{Resources, pod_requests};
 
 use matching::{is_pending, is_terminal, required_affinity, seeded_hash};

@@ -14,6 +14,6 @@ mod store;
 pub use command::{Command, CommandResult, Op, OpResult, Precondition, WriteError};
 pub use key::{KeyError, ObjectKey};
 pub use store::{
-    Event, EventType, ListResult, ObjectStore, ReadError, StoreSnapshot, StoredObject,
+    Admission, Event, EventType, ListResult, ObjectStore, ReadError, StoreSnapshot, StoredObject,
     DEFAULT_HISTORY_LIMIT, MAX_OBJECT_BYTES,
 };

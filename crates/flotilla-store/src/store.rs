@@ -71,6 +71,14 @@ pub struct StoreSnapshot {
     pub objects: Vec<(ObjectKey, StoredObject)>,
 }
 
+/// A check of a write against the whole store, made as the write is
+/// applied. It must be pure and deterministic: every peer runs it on the
+/// same state and must reach the same verdict. A refusal fails that op
+/// alone, as `WriteError::Invalid`.
+pub trait Admission: Send + Sync + std::fmt::Debug {
+    fn admit(&self, store: &ObjectStore, key: &ObjectKey, prev: Option<&StoredObject>, next: &Value) -> Result<(), String>;
+}
+
 /// The object store. Deterministic: the same commands in the same order give
 /// the same objects, revisions and events on every peer.
 #[derive(Debug)]
@@ -82,6 +90,8 @@ pub struct ObjectStore {
     history_limit: usize,
     /// Events at or below this revision are no longer in `history`.
     compacted: u64,
+    /// What the layer above checks on apply (a Pod's binding fits its node).
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl Default for ObjectStore {
@@ -93,7 +103,15 @@ impl Default for ObjectStore {
 impl ObjectStore {
     pub fn new(history_limit: usize) -> Self {
         assert!(history_limit > 0, "a watch history needs room for at least one event");
-        Self { objects: BTreeMap::new(), revision: 0, history: VecDeque::new(), history_limit, compacted: 0 }
+        Self { objects: BTreeMap::new(), revision: 0, history: VecDeque::new(), history_limit, compacted: 0, admission: None }
+    }
+
+    pub fn set_admission(&mut self, admission: Option<Arc<dyn Admission>>) {
+        self.admission = admission;
+    }
+
+    pub fn admission(&self) -> Option<Arc<dyn Admission>> {
+        self.admission.clone()
     }
 
     /// Rebuilds the store from persisted state. There is no history across a
@@ -194,6 +212,11 @@ impl ObjectStore {
             Op::Put { object, uid, .. } => {
                 let prev = current.cloned();
                 let json = self.stamp(key, object, prev.as_ref(), uid, time_unix_ms)?;
+                if let Some(admission) = &self.admission {
+                    admission
+                        .admit(self, key, prev.as_ref(), &json)
+                        .map_err(|reason| WriteError::Invalid { key: key.clone(), reason })?;
+                }
                 let revision = self.next_revision();
                 let json = set_resource_version(json, revision);
                 let stored = StoredObject {
