@@ -111,6 +111,7 @@ async fn apply_get_update_and_delete_through_the_cli() {
 async fn scale_cordon_drain_wait_and_events() {
     let cluster = Cluster::start(3, Options::default());
     cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
     let a = cluster.addr_of(2);
     let agent = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: c, image: busybox, command: [sleep, '3600']}]\n";
     ok(&cli(&a, &["apply", "-f", "-"], Some(&format!("{WEB}---\n{agent}"))));

@@ -242,6 +242,32 @@ impl Cluster {
         }
     }
 
+    /// Waits until `count` Nodes are registered and Ready, so that Pods
+    /// applied next can be placed on any of them.
+    pub async fn wait_nodes_ready(&self, via: u64, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.client(via).await;
+        loop {
+            let (items, _) = client.list("Node", None, false).await.unwrap_or_default();
+            let ready = items
+                .iter()
+                .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+                .filter(|n| {
+                    n.pointer("/status/conditions")
+                        .and_then(serde_json::Value::as_array)
+                        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                })
+                .count();
+            if ready >= count {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("only {ready} of {count} nodes Ready after {timeout:?}\n{}", self.logs_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The last lines of every peer's log, for failure messages.
     pub fn logs_tail(&self) -> String {
         let mut out = String::new();

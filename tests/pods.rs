@@ -58,6 +58,7 @@ async fn wait_pods(cluster: &Cluster, via: u64, what: &str, timeout: Duration, d
 async fn the_seed_job_runs_and_its_logs_reach_every_peer() {
     let cluster = Cluster::start(3, Options::default());
     cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
     apply(&cluster, 1, &seed_job());
     let running = wait_pods(&cluster, 2, "the Job's Pod running", SETTLE, |p| p.len() == 1 && phase(&p[0]) == "Running").await;
     let pod = name(&running[0]).to_string();
@@ -118,6 +119,7 @@ fn running_by_node(pods: &[Value]) -> BTreeMap<String, usize> {
 async fn a_deployment_spreads_over_the_peers_and_heals_when_one_is_killed() {
     let mut cluster = Cluster::start(3, Options::default());
     let leader = cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
     apply(&cluster, 1, WEB);
     let spread = wait_pods(&cluster, 1, "6 Running Pods, 2 per peer", SETTLE, |p| {
         let by_node = running_by_node(p);
@@ -187,6 +189,7 @@ spec:
 async fn a_job_pod_that_fails_twice_then_succeeds_ends_succeeded_with_two_restarts() {
     let cluster = Cluster::start(3, Options::default());
     cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
     apply(&cluster, 2, RETRIED);
     let done = wait_pods(&cluster, 3, "the Job's Pod Succeeded", SETTLE, |p| p.len() == 1 && phase(&p[0]) == "Succeeded").await;
     let status = &done[0]["status"]["containerStatuses"][0];

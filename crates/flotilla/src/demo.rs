@@ -83,6 +83,30 @@ async fn wait_running(
     }
 }
 
+/// Every peer's node registered and Ready, so the Pods spread over all.
+async fn wait_nodes_ready(client: &mut Client, count: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STAGE_TIMEOUT;
+    loop {
+        let (items, _) = client.list("Node", None, false).await?;
+        let ready = items
+            .iter()
+            .filter_map(|j| serde_json::from_str::<Value>(j).ok())
+            .filter(|n| {
+                n.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .count();
+        if ready >= count {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {ready} of {count} nodes Ready after {}s", STAGE_TIMEOUT.as_secs());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn print_placement(by_node: &BTreeMap<String, Vec<String>>) {
     for (node, pods) in by_node {
         println!("    {node:<8} {}", pods.join("  "));
@@ -93,6 +117,7 @@ pub async fn run(exe: &Path, peers: &mut [LocalPeer]) -> anyhow::Result<()> {
     let mut client = Client::connect(&peers[0].addr).await?;
     println!();
     println!("Demo: a Deployment of {REPLICAS} Pods (host processes), then a peer is killed.");
+    wait_nodes_ready(&mut client, peers.len()).await?;
     let applied = client
         .apply(ApplyRequest { object_json: manifest(), namespace: "default".into(), ..Default::default() })
         .await?;
