@@ -226,4 +226,19 @@ async fn rollout_status_follows_a_rolling_update_and_get_watch_prints_changes() 
     let mut replicas: Vec<i64> = rs["items"].as_array().unwrap().iter().map(|r| r["spec"]["replicas"].as_i64().unwrap()).collect();
     replicas.sort();
     assert_eq!(replicas, vec![0, 2], "{rs}");
+    let history = ok(&cli(&a, &["rollout", "history", "deployment", "web"], None));
+    let revisions: Vec<&str> = history.lines().skip(2).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(revisions, vec!["1", "2"], "{history}");
+
+    // Undo goes back to the first template, through its own ReplicaSet,
+    // which becomes revision 3.
+    assert_eq!(ok(&cli(&a, &["rollout", "undo", "deployment", "web"], None)).trim(), "deployment.apps/web rolled back to revision 1");
+    rolled(&cluster.addr_of(1));
+    let d: Value = serde_json::from_str(&ok(&cli(&a, &["get", "deploy", "web", "-o", "json"], None))).unwrap();
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["command"][1], "3600", "{d}");
+    let history = ok(&cli(&a, &["rollout", "history", "deployment", "web"], None));
+    let revisions: Vec<&str> = history.lines().skip(2).map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(revisions, vec!["2", "3"], "{history}");
+    let out = cli(&a, &["rollout", "undo", "deployment", "web", "--to-revision", "9"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revision 9 not found"), "{out:?}");
 }

@@ -77,6 +77,10 @@ enum RolloutCommand {
     /// Wait until a Deployment, StatefulSet or DaemonSet has rolled out,
     /// printing each stage.
     Status(ops::RolloutStatusArgs),
+    /// List a Deployment's revisions.
+    History(ops::RolloutHistoryArgs),
+    /// Roll a Deployment back to an earlier revision.
+    Undo(ops::RolloutUndoArgs),
 }
 
 fn init_logging(json: bool) {
@@ -119,6 +123,8 @@ fn main() {
             Command::Exec(args) => ops::exec(args, &cli.scope, &cli.server).await,
             Command::Wait(args) => ops::wait(args, &cli.scope, &cli.server).await,
             Command::Rollout { command: RolloutCommand::Status(args) } => ops::rollout_status(args, &cli.scope, &cli.server).await,
+            Command::Rollout { command: RolloutCommand::History(args) } => ops::rollout_history(args, &cli.scope, &cli.server).await,
+            Command::Rollout { command: RolloutCommand::Undo(args) } => ops::rollout_undo(args, &cli.scope, &cli.server).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "flotilla", &mut std::io::stdout());

@@ -387,3 +387,95 @@ pub async fn exec(args: ExecArgs, scope: &Scope, server: &str) -> anyhow::Result
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct RolloutHistoryArgs {
+    /// deployment (only Deployments keep revisions).
+    kind: String,
+    name: String,
+}
+
+#[derive(Args)]
+pub struct RolloutUndoArgs {
+    /// deployment.
+    kind: String,
+    name: String,
+    /// The revision to go back to; the one before the current by default.
+    #[arg(long)]
+    to_revision: Option<u64>,
+}
+
+/// A Deployment and its ReplicaSets by revision, oldest first.
+async fn revisions(client: &mut Client, kind: &str, name: &str, scope: &Scope) -> anyhow::Result<(Value, Vec<(u64, Value)>)> {
+    if Kind::parse(kind).ok() != Some(Kind::Deployment) {
+        bail!("{kind}: only deployments keep a rollout history");
+    }
+    let ns = scope.namespace();
+    let json = client.get(key("Deployment", ns, name), false).await?.with_context(|| format!("deployment {ns}/{name} not found"))?;
+    let deployment: Value = serde_json::from_str(&json)?;
+    let uid = deployment["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let (items, _) = client.list("ReplicaSet", Some(ns), false).await?;
+    let mut owned = Vec::new();
+    for json in items {
+        let rs: Value = serde_json::from_str(&json)?;
+        let refs = rs.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        if !refs.iter().any(|r| r["uid"] == uid.as_str()) {
+            continue;
+        }
+        let revision = rs
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(flotilla_controllers::REVISION_ANNOTATION))
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok());
+        if let Some(revision) = revision {
+            owned.push((revision, rs));
+        }
+    }
+    owned.sort_by_key(|(r, _)| *r);
+    Ok((deployment, owned))
+}
+
+pub async fn rollout_history(args: RolloutHistoryArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let mut client = Client::connect(server).await?;
+    let (_, owned) = revisions(&mut client, &args.kind, &args.name, scope).await?;
+    println!("deployment.apps/{}", args.name);
+    println!("REVISION  CHANGE-CAUSE");
+    for (revision, rs) in owned {
+        let cause = rs.pointer("/metadata/annotations/kubernetes.io~1change-cause").and_then(Value::as_str).unwrap_or("<none>");
+        println!("{revision:<9} {cause}");
+    }
+    Ok(())
+}
+
+/// Puts an earlier revision's Pod template back into the Deployment; the
+/// controller then rolls out to it, reusing that revision's ReplicaSet.
+pub async fn rollout_undo(args: RolloutUndoArgs, scope: &Scope, server: &str) -> anyhow::Result<()> {
+    let mut client = Client::connect(server).await?;
+    let (deployment, owned) = revisions(&mut client, &args.kind, &args.name, scope).await?;
+    let current: u64 = deployment
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(flotilla_controllers::REVISION_ANNOTATION))
+        .and_then(Value::as_str)
+        .and_then(|r| r.parse().ok())
+        .or_else(|| owned.last().map(|(r, _)| *r))
+        .unwrap_or(0);
+    let target = match args.to_revision {
+        Some(r) => owned.iter().find(|(rev, _)| *rev == r).with_context(|| format!("revision {r} not found in the history of deployment {}", args.name))?,
+        None => owned
+            .iter()
+            .rev()
+            .find(|(rev, _)| *rev < current)
+            .with_context(|| format!("no earlier revision of deployment {} to go back to", args.name))?,
+    };
+    let mut template = target.1["spec"]["template"].clone();
+    if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+        labels.remove(flotilla_controllers::POD_TEMPLATE_HASH_LABEL);
+    }
+    update(&mut client, key("Deployment", scope.namespace(), &args.name), |d| {
+        d["spec"]["template"] = template.clone();
+        Ok(())
+    })
+    .await?;
+    println!("deployment.apps/{} rolled back to revision {}", args.name, target.0);
+    Ok(())
+}
