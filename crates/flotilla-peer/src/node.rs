@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_agent::{Agent, DesiredPod, Report};
+use flotilla_agent::{Agent, DesiredPod, Report, StatusUpdate};
 use flotilla_api::cluster::{NodeAddress, NodeStatus};
 use flotilla_api::pod::Volume;
 use flotilla_api::quantity::Quantity;
@@ -28,6 +28,8 @@ pub const PEER_ADDRESS_ANNOTATION: &str = "flotilla.dev/peer-address";
 const MAX_REPORTS_PER_WRITE: usize = 256;
 /// How often the agent is handed its Pods even when nothing changed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How long pending statuses wait before they are written again.
+const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Attempts at a write that keeps losing compare-and-set races.
 const MAX_WRITE_ATTEMPTS: usize = 5;
 
@@ -281,21 +283,40 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
 }
 
 /// Writes the agent's reports through the leader, many per proposal:
-/// statuses onto their Pods (compare-and-set, re-read on conflict),
-/// events as Event objects, and the removal of Pods the agent stopped
-/// after a graceful delete.
+/// statuses onto their Pods (compare-and-set), events as Event objects,
+/// and the removal of Pods the agent stopped after a graceful delete.
+///
+/// A status stays pending until it is written or its Pod is gone: the
+/// agent reports a status only when it changes, so one dropped here would
+/// leave the Pod's status stale for good. Pending statuses are keyed by
+/// uid (at most one per Pod on this node) and retried on a timer, after
+/// catching up with the leader when they lost a race.
 pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
     let mut batch = Vec::with_capacity(MAX_REPORTS_PER_WRITE);
-    while reports.recv_many(&mut batch, MAX_REPORTS_PER_WRITE).await > 0 {
-        // Later statuses of a Pod supersede earlier ones in the batch; by
-        // uid, so a recreated Pod of the same name is never mixed up.
-        let mut statuses = BTreeMap::new();
-        let mut ops = Vec::new();
+    let mut pending: BTreeMap<String, StatusUpdate> = BTreeMap::new();
+    let mut behind = false;
+    loop {
+        tokio::select! {
+            received = reports.recv_many(&mut batch, MAX_REPORTS_PER_WRITE) => {
+                if received == 0 {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(STATUS_RETRY_INTERVAL), if !pending.is_empty() => {}
+        }
+        if behind {
+            // Conflicts mean this replica lags the write that beat us.
+            if let Ok(index) = core.link.read_index().await {
+                let _ = tokio::time::timeout(STATUS_RETRY_INTERVAL, core.store.wait_applied(index)).await;
+            }
+        }
         let now = clock.now_unix_ms();
+        let mut round = Vec::new();
         for report in batch.drain(..) {
             match report {
+                // A later status of a Pod supersedes an earlier one.
                 Report::Status(s) => {
-                    statuses.insert(s.uid.clone(), s);
+                    pending.insert(s.uid.clone(), s);
                 }
                 Report::Event(e) => {
                     let involved = flotilla_api::cluster::ObjectReference {
@@ -305,8 +326,10 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                         name: e.pod,
                         uid: e.uid,
                     };
-                    ops.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now));
+                    round.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now));
                 }
+                // Not retried here: the node feed hands a terminating Pod
+                // to the agent again, which reports it stopped again.
                 Report::Stopped { namespace, name, uid } => {
                     let key = ObjectKey::new("Pod", namespace, name);
                     let current = core.store.read(|s| s.get(&key).cloned());
@@ -314,57 +337,40 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                         let pod: Option<Pod> = serde_json::from_str(&o.json).ok();
                         let ours = pod.is_some_and(|p| p.metadata.uid == uid && p.metadata.deletion_timestamp.is_some());
                         if ours {
-                            ops.push(Op::Delete { key, precondition: Precondition::Revision(o.mod_revision) });
+                            round.push(Op::Delete { key, precondition: Precondition::Revision(o.mod_revision) });
                         }
                     }
                 }
             }
         }
-        for attempt in 0..MAX_WRITE_ATTEMPTS {
-            let mut round = std::mem::take(&mut ops);
-            core.store.read(|s| {
-                for update in statuses.values() {
-                    let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
-                    let Some(o) = s.get(&key) else { continue };
-                    let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { continue };
-                    if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) {
-                        continue;
-                    }
-                    // A Pod declared lost stays lost: its replacement may
-                    // already run elsewhere, and this node stops it.
-                    if pod.status.as_ref().is_some_and(|st| st.reason == objects::NODE_LOST_REASON) {
-                        continue;
-                    }
-                    pod.status = Some(update.status.clone());
-                    round.push(Op::Put {
-                        key: key.clone(),
-                        object: serde_json::to_string(&pod).expect("API types serialize"),
-                        precondition: Precondition::Revision(o.mod_revision),
-                        uid: String::new(),
-                    });
+        core.store.read(|s| {
+            pending.retain(|_, update| {
+                let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
+                let Some(o) = s.get(&key) else { return false };
+                let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { return false };
+                // Gone, already written, or declared lost (its replacement
+                // may already run elsewhere, and this node stops it).
+                let lost = pod.status.as_ref().is_some_and(|st| st.reason == objects::NODE_LOST_REASON);
+                if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) || lost {
+                    return false;
                 }
-            });
-            if round.is_empty() {
-                break;
-            }
-            let conflicted: BTreeSet<ObjectKey> = match core.proposer.propose(round.clone()).await {
-                Ok(results) => round
-                    .iter()
-                    .zip(results)
-                    .filter(|(_, r)| matches!(r, Err(WriteError::Conflict { .. })))
-                    .map(|(op, _)| op.key().clone())
-                    .collect(),
-                Err(e) => {
-                    tracing::debug!("status write (attempt {attempt}): {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    round.iter().map(|op| op.key().clone()).collect()
+                pod.status = Some(update.status.clone());
+                round.push(Op::Put {
+                    key,
+                    object: serde_json::to_string(&pod).expect("API types serialize"),
+                    precondition: Precondition::Revision(o.mod_revision),
+                    uid: String::new(),
+                });
+                true
+            })
+        });
+        behind = false;
+        for chunk in round.chunks(MAX_REPORTS_PER_WRITE) {
+            match core.proposer.propose(chunk.to_vec()).await {
+                Ok(results) => {
+                    behind |= results.iter().any(|r| matches!(r, Err(WriteError::Conflict { .. })));
                 }
-            };
-            // Only statuses that lost a race are written again, on fresh
-            // state; events and deletes are not retried.
-            statuses.retain(|_, u| conflicted.contains(&ObjectKey::new("Pod", u.namespace.clone(), u.name.clone())));
-            if statuses.is_empty() {
-                break;
+                Err(e) => tracing::debug!("writing the agent's reports: {e}; statuses stay pending"),
             }
         }
     }
