@@ -50,6 +50,7 @@ use flotilla_api::{Kind, Object};
 mod common;
 mod daemonset;
 mod deployment;
+mod events;
 mod gc;
 mod job;
 mod names;
@@ -61,6 +62,7 @@ mod statefulset;
 mod sim;
 
 pub use deployment::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
+pub use events::{EVENT_TTL_MS, MAX_EVENTS, expire_events};
 pub use job::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL};
 pub use names::{NAME_ALPHABET, pod_name_suffix, template_hash};
 pub use node::{NodeTiming, node_lifecycle};

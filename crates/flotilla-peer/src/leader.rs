@@ -28,6 +28,8 @@ use crate::resources::{self, Deletion};
 /// Rounds are at least this far apart, so a burst of changes makes one
 /// round, not one per change.
 const MIN_ROUND_INTERVAL: Duration = Duration::from_millis(10);
+/// How often expired Events are looked for.
+const EVENT_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 /// Ops in one proposal: bounds the log entry and the time it holds the
 /// state machine.
 pub const MAX_OPS_PER_PROPOSAL: usize = 512;
@@ -97,6 +99,7 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
     let tick = Duration::from_millis(timing.node_heartbeat_ms);
     let (_, mut events, _) = core.store.subscribe(None, 0);
     let mut round: u64 = 0;
+    let mut events_expired_at = Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -115,7 +118,21 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         let Some(leader_since) = core.liveness.set_leading(leading_term) else { continue };
         let leader_since = unix_ms_of(leader_since, now);
         round += 1;
-        let ops = plan_round(&core, &node_timing, leader_since, now, round);
+        let mut ops = plan_round(&core, &node_timing, leader_since, now, round);
+        // Events are many and change nothing else: expired on a timer of
+        // their own rather than decoded every round.
+        if events_expired_at.elapsed() >= EVENT_EXPIRY_INTERVAL {
+            events_expired_at = Instant::now();
+            let events: Vec<flotilla_api::cluster::Event> = core.store.read(|s| objects::decode_all(s, flotilla_api::Kind::Event));
+            let expired = flotilla_controllers::expire_events(
+                &events,
+                now,
+                flotilla_controllers::EVENT_TTL_MS,
+                flotilla_controllers::MAX_EVENTS,
+                MAX_OPS_PER_PROPOSAL,
+            );
+            ops.extend(expired.into_iter().filter_map(|a| action_op(a, &core.store, now)));
+        }
         for chunk in ops.chunks(MAX_OPS_PER_PROPOSAL) {
             let command = Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() };
             match core.link.write_here(command).await {
