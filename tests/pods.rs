@@ -208,3 +208,77 @@ async fn a_job_pod_that_fails_twice_then_succeeds_ends_succeeded_with_two_restar
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+const INIT_AND_PROBES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  volumes:
+  - name: site
+    emptyDir: {}
+  initContainers:
+  - name: fetch
+    image: busybox
+    command: ["sh", "-c", "echo made-by-init > /site/index.html"]
+    volumeMounts:
+    - {name: site, mountPath: /site}
+  containers:
+  - name: server
+    image: python
+    command: ["python3", "-m", "http.server", "8080", "--directory", "/site"]
+    volumeMounts:
+    - {name: site, mountPath: /site}
+    readinessProbe:
+      tcpSocket: {port: 8080}
+      periodSeconds: 1
+  - name: client
+    image: busybox
+    command: ["sh", "-c", "while true; do python3 -c 'import urllib.request as u; print(u.urlopen(\"http://localhost:8080/index.html\").read().decode().strip())' && sleep 1; done"]
+  - name: flaky
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; sleep 3600"]
+    livenessProbe:
+      exec: {command: ["test", "-e", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_volumes_localhost_readiness_and_liveness() {
+    let cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
+    apply(&cluster, 1, INIT_AND_PROBES);
+    // The init container ran first and wrote the emptyDir; the server
+    // serves it over the Pod's own localhost to its sibling container.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = cli(&cluster.addr_of(2), &["logs", "web", "-c", "client", "--tail", "1"], None);
+        if String::from_utf8_lossy(&out.stdout).trim() == "made-by-init" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never read the init container's file: {out:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The liveness probe restarts the container whose file went away;
+    // readiness made the server Ready.
+    let mut client = cluster.client(3).await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let pod: Value = serde_json::from_str(&client.get(flotilla_blackbox::key("Pod", "default", "web"), false).await.unwrap().unwrap()).unwrap();
+        let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+        let of = |n: &str| statuses.iter().find(|s| s["name"] == n).cloned().unwrap_or(Value::Null);
+        let init = &pod["status"]["initContainerStatuses"][0];
+        let restarted = of("flaky")["restartCount"].as_i64().unwrap_or(0) >= 1;
+        if restarted && of("server")["ready"] == true {
+            assert_eq!(init["state"]["terminated"]["reason"], "Completed", "{pod}");
+            assert!(pod["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Initialized" && c["status"] == "True"), "{pod}");
+            assert_eq!(of("server")["restartCount"], 0, "{pod}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no liveness restart or never ready: {pod}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

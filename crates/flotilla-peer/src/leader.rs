@@ -104,8 +104,10 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(tick) => {}
-            received = events.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+            // Events change nothing a round decides on, and the events a
+            // round writes would otherwise wake the next one.
+            changed = objects::next_change(&mut events, |kind| kind != "Event") => {
+                if !changed {
                     return;
                 }
             }

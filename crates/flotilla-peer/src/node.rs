@@ -247,8 +247,9 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
         tokio::select! {
             _ = stop.changed() => return,
             _ = resync.tick() => {}
-            received = events.recv() => {
-                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = received {
+            // Only Pods and ConfigMaps change what this node runs.
+            changed = objects::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap") => {
+                if !changed {
                     return;
                 }
             }

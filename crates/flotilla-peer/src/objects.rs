@@ -6,7 +6,9 @@ use flotilla_api::pod::Condition;
 use flotilla_api::{Kind, Node, Object, Pod};
 use flotilla_controllers::ClusterView;
 use flotilla_store::{ObjectKey, ObjectStore, Op, Precondition};
+use flotilla_raft::AppliedEvent;
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
 
 pub use flotilla_api::time::format_rfc3339 as rfc3339;
 
@@ -119,6 +121,23 @@ pub fn event_op(involved: ObjectReference, reason: &str, message: &str, warning:
         object: serde_json::to_string(&event).expect("API types serialize"),
         precondition: Precondition::MustNotExist,
         uid,
+    }
+}
+
+/// Waits for an applied change to an object of a kind `relevant` accepts
+/// (or for anything a watcher must treat as a change: a snapshot install,
+/// lagging behind). False when the store is gone.
+pub async fn next_change(events: &mut broadcast::Receiver<AppliedEvent>, relevant: impl Fn(&str) -> bool) -> bool {
+    loop {
+        match events.recv().await {
+            Ok(AppliedEvent::Changes(changes)) => {
+                if changes.iter().any(|e| relevant(&e.key.kind)) {
+                    return true;
+                }
+            }
+            Ok(AppliedEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
     }
 }
 
