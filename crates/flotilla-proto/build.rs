@@ -5,7 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [root.join("flotilla/v1/raft.proto"), root.join("flotilla/v1/api.proto"), root.join("flotilla/v1/node.proto")];
-    tonic_prost_build::configure().compile_protos(&files, &[root.clone()])?;
+    tonic_prost_build::configure().compile_protos(&files, std::slice::from_ref(&root))?;
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

@@ -202,7 +202,7 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let a = self.shared.applied.read().expect("applied state lock");
-        Ok((a.last_applied.clone(), a.membership.clone()))
+        Ok((a.last_applied, a.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
@@ -226,12 +226,12 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
                         result
                     }
                     EntryPayload::Membership(m) => {
-                        a.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Vec::new()
                     }
                     EntryPayload::Blank => Vec::new(),
                 };
-                a.last_applied = Some(entry.log_id.clone());
+                a.last_applied = Some(entry.log_id);
                 replies.push((responder, result));
             }
             batch.put(Cf::Applied, KEY_LAST_APPLIED, encode(&a.last_applied));
@@ -277,7 +277,7 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
             let admission = a.store.admission();
             a.store = ObjectStore::restore(store_snapshot, history_limit);
             a.store.set_admission(admission);
-            a.last_applied = meta.last_log_id.clone();
+            a.last_applied = meta.last_log_id;
             a.membership = meta.last_membership.clone();
             let _ = self.shared.events.send(AppliedEvent::Reset { revision });
         }
@@ -301,7 +301,7 @@ impl RaftSnapshotBuilder<crate::TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let (meta, data) = {
             let a = self.machine.shared.applied.read().expect("applied state lock");
-            let meta = SnapshotMeta { last_log_id: a.last_applied.clone(), last_membership: a.membership.clone() };
+            let meta = SnapshotMeta { last_log_id: a.last_applied, last_membership: a.membership.clone() };
             (meta, encode(&a.store.snapshot()))
         };
         let data = Arc::new(data);
