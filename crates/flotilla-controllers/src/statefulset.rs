@@ -125,40 +125,26 @@ fn sync(view: &ClusterView, limits: &Limits, set: &StatefulSet, out: &mut Out) {
         .map(|(i, p)| (*i, *p))
         .collect();
     condemned.reverse();
-    if parallel {
-        for (_, pod) in condemned
-            .iter()
-            .filter(|(_, p)| !is_terminating(&p.metadata))
-        {
-            if out.push(delete(Kind::Pod, &pod.metadata)) {
-                out.push(event(
-                    Kind::StatefulSet,
-                    meta,
-                    "SuccessfulDelete",
-                    format!(
-                        "delete pod {} in statefulset {} successful",
-                        pod.metadata.name, meta.name
-                    ),
-                    false,
-                ));
-            }
-        }
-    } else if !blocked && !condemned.iter().any(|(_, p)| is_terminating(&p.metadata)) {
-        // One at a time, and only while every kept ordinal is Ready
-        // (`blocked` is false only then).
-        if let Some((_, pod)) = condemned.first()
-            && out.push(delete(Kind::Pod, &pod.metadata))
-        {
+    let delete_pod = |out: &mut Out, pod: &Pod| {
+        if out.push(delete(Kind::Pod, &pod.metadata)) {
             out.push(event(
                 Kind::StatefulSet,
                 meta,
                 "SuccessfulDelete",
-                format!(
-                    "delete pod {} in statefulset {} successful",
-                    pod.metadata.name, meta.name
-                ),
+                format!("delete pod {} in statefulset {} successful", pod.metadata.name, meta.name),
                 false,
             ));
+        }
+    };
+    if parallel {
+        for (_, pod) in condemned.iter().filter(|(_, p)| !is_terminating(&p.metadata)) {
+            delete_pod(out, pod);
+        }
+    } else if !blocked && !condemned.iter().any(|(_, p)| is_terminating(&p.metadata)) {
+        // One at a time, and only while every kept ordinal is Ready
+        // (`blocked` is false only then).
+        if let Some((_, pod)) = condemned.first() {
+            delete_pod(out, pod);
         }
     }
 
