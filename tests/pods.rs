@@ -282,3 +282,65 @@ async fn init_containers_volumes_localhost_readiness_and_liveness() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+const AGENT: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels: {app: agent}
+  template:
+    metadata:
+      labels: {app: agent}
+    spec:
+      containers:
+      - name: agent
+        image: busybox
+        command: ["sleep", "3600"]
+"#;
+
+fn agents_by_node(pods: &[Value]) -> Vec<String> {
+    let mut nodes: Vec<String> = pods
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "agent" && p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| node(p).to_string())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemonset_follows_nodes_joining_and_leaving() {
+    let mut cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 3, FORM).await;
+    apply(&cluster, 1, AGENT);
+    let nodes = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let three = nodes(&["peer-1", "peer-2", "peer-3"]);
+    wait_pods(&cluster, 1, "one agent per node", SETTLE, |p| agents_by_node(p) == three).await;
+
+    // A fourth peer joins: its node gets an agent of its own.
+    cluster.add_peer_process(4);
+    let four = nodes(&["peer-1", "peer-2", "peer-3", "peer-4"]);
+    let joined = wait_pods(&cluster, 2, "an agent on the new node", SETTLE, |p| {
+        agents_by_node(p) == four && p.iter().all(|p| p["metadata"]["labels"]["app"] != "agent" || phase(p) == "Running")
+    })
+    .await;
+    assert_eq!(joined.len(), 4);
+
+    // The peer goes away for good and its Node is removed: so is its agent.
+    cluster.kill(4);
+    let out = cli(&cluster.addr_of(1), &["delete", "node", "peer-4"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_pods(&cluster, 3, "the removed node's agent gone", SETTLE, |p| {
+        let all: Vec<String> = {
+            let mut v: Vec<String> = p.iter().filter(|p| p["metadata"]["labels"]["app"] == "agent").map(|p| node(p).to_string()).collect();
+            v.sort();
+            v
+        };
+        all == three
+    })
+    .await;
+}
