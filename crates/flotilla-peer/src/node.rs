@@ -369,6 +369,11 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
         for chunk in round.chunks(MAX_REPORTS_PER_WRITE) {
             match core.proposer.propose(chunk.to_vec()).await {
                 Ok(results) => {
+                    for (op, result) in chunk.iter().zip(&results) {
+                        if let (Op::Delete { key, .. }, Err(e)) = (op, result) {
+                            tracing::info!("removing stopped {key}: {e}; retried when the agent reports it stopped again");
+                        }
+                    }
                     behind |= results.iter().any(|r| matches!(r, Err(WriteError::Conflict { .. })));
                 }
                 Err(e) => tracing::debug!("writing the agent's reports: {e}; statuses stay pending"),

@@ -602,7 +602,7 @@ async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
     let pod = rt.create_sandbox(&spec).await.unwrap();
     let mut main = sh(
         "main",
-        "echo $$; cat /host/keep.txt; touch /scratch/x; exec sleep 1000",
+        "touch /scratch/x; echo $$; cat /host/keep.txt; exec sleep 1000",
     );
     main.mounts = vec![
         mount("host", "/host", false),
