@@ -287,7 +287,8 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
 /// statuses onto their Pods (compare-and-set), events as Event objects,
 /// and the removal of Pods the agent stopped after a graceful delete.
 ///
-/// A status stays pending until it is written or its Pod is gone: the
+/// A status stays pending until it is written or its Pod is gone (and a
+/// stopped Pod until its removal lands): the
 /// agent reports a status only when it changes, so one dropped here would
 /// leave the Pod's status stale for good. Pending statuses are keyed by
 /// uid (at most one per Pod on this node) and retried on a timer, after
@@ -295,6 +296,7 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
 pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
     let mut batch = Vec::with_capacity(MAX_REPORTS_PER_WRITE);
     let mut pending: BTreeMap<String, StatusUpdate> = BTreeMap::new();
+    let mut stopped: BTreeMap<String, ObjectKey> = BTreeMap::new();
     let mut behind = false;
     loop {
         tokio::select! {
@@ -303,7 +305,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                     return;
                 }
             }
-            _ = tokio::time::sleep(STATUS_RETRY_INTERVAL), if !pending.is_empty() => {}
+            _ = tokio::time::sleep(STATUS_RETRY_INTERVAL), if !pending.is_empty() || !stopped.is_empty() => {}
         }
         if behind {
             // Conflicts mean this replica lags the write that beat us.
@@ -329,21 +331,24 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                     };
                     round.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now));
                 }
-                // Not retried here: the node feed hands a terminating Pod
-                // to the agent again, which reports it stopped again.
                 Report::Stopped { namespace, name, uid } => {
-                    let key = ObjectKey::new("Pod", namespace, name);
-                    let current = core.store.read(|s| s.get(&key).cloned());
-                    if let Some(o) = current {
-                        let pod: Option<Pod> = serde_json::from_str(&o.json).ok();
-                        let ours = pod.is_some_and(|p| p.metadata.uid == uid && p.metadata.deletion_timestamp.is_some());
-                        if ours {
-                            round.push(Op::Delete { key, precondition: Precondition::Revision(o.mod_revision) });
-                        }
-                    }
+                    stopped.insert(uid, ObjectKey::new("Pod", namespace, name));
                 }
             }
         }
+        // Stopped Pods are removed like statuses are written: kept until
+        // the removal lands or the object is no longer that Pod.
+        core.store.read(|s| {
+            stopped.retain(|uid, key| {
+                let Some(o) = s.get(key) else { return false };
+                let ours = serde_json::from_str::<Pod>(&o.json)
+                    .is_ok_and(|p| p.metadata.uid == *uid && p.metadata.deletion_timestamp.is_some());
+                if ours {
+                    round.push(Op::Delete { key: key.clone(), precondition: Precondition::Revision(o.mod_revision) });
+                }
+                ours
+            })
+        });
         core.store.read(|s| {
             pending.retain(|_, update| {
                 let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
@@ -371,7 +376,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                 Ok(results) => {
                     for (op, result) in chunk.iter().zip(&results) {
                         if let (Op::Delete { key, .. }, Err(e)) = (op, result) {
-                            tracing::info!("removing stopped {key}: {e}; retried when the agent reports it stopped again");
+                            tracing::debug!("removing stopped {key}: {e}; tried again");
                         }
                     }
                     behind |= results.iter().any(|r| matches!(r, Err(WriteError::Conflict { .. })));
