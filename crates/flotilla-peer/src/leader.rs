@@ -208,59 +208,49 @@ fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {
 fn plan_ops(plan: &Plan, pods: &[Pod], now: u64) -> Vec<Op> {
     let by_key: BTreeMap<(&str, &str), &Pod> =
         pods.iter().map(|p| ((p.metadata.namespace.as_str(), p.metadata.name.as_str()), p)).collect();
-    let mut ops = Vec::new();
-    for b in &plan.bindings {
-        let Some(pod) = by_key.get(&(b.namespace.as_str(), b.name.as_str())) else { continue };
-        let Ok(revision) = pod.metadata.resource_version.parse() else { continue };
-        let mut bound = (*pod).clone();
-        bound.spec.node_name = b.node.clone();
-        let status = bound.status.get_or_insert_with(Default::default);
-        if status.phase.is_empty() {
-            status.phase = "Pending".into();
-        }
-        objects::set_condition(&mut status.conditions, "PodScheduled", "True", "", "", now);
-        ops.push(Op::Put {
-            key: objects::pod_key(pod),
-            object: serde_json::to_string(&bound).expect("API types serialize"),
-            precondition: Precondition::Revision(revision),
-            uid: String::new(),
-        });
-        ops.push(objects::event_op(
-            objects::reference(&Object::Pod((*pod).clone())),
-            "Scheduled",
-            &format!("Successfully assigned {}/{} to {}", b.namespace, b.name, b.node),
-            false,
-            "flotilla-scheduler",
-            now,
-        ));
+    let bound = plan.bindings.iter().filter_map(|b| {
+        let pod = by_key.get(&(b.namespace.as_str(), b.name.as_str()))?;
+        let message = format!("Successfully assigned {}/{} to {}", b.namespace, b.name, b.node);
+        scheduling_ops(pod, Some(&b.node), &message, now)
+    });
+    let unschedulable = plan.unschedulable.iter().filter_map(|u| {
+        let pod = by_key.get(&(u.namespace.as_str(), u.name.as_str()))?;
+        scheduling_ops(pod, None, &u.message, now)
+    });
+    bound.chain(unschedulable).flatten().collect()
+}
+
+/// The Pod written back (compare-and-set on the revision the plan read)
+/// bound to `node`, or marked unschedulable, with the matching event.
+/// Nothing when an unschedulable Pod already says the same.
+fn scheduling_ops(pod: &Pod, node: Option<&str>, message: &str, now: u64) -> Option<[Op; 2]> {
+    let revision = pod.metadata.resource_version.parse().ok()?;
+    let mut written = pod.clone();
+    let status = written.status.get_or_insert_with(Default::default);
+    if status.phase.is_empty() {
+        status.phase = "Pending".into();
     }
-    for u in &plan.unschedulable {
-        let Some(pod) = by_key.get(&(u.namespace.as_str(), u.name.as_str())) else { continue };
-        let Ok(revision) = pod.metadata.resource_version.parse() else { continue };
-        let mut pending = (*pod).clone();
-        let status = pending.status.get_or_insert_with(Default::default);
-        if status.phase.is_empty() {
-            status.phase = "Pending".into();
+    let (reason, warning) = match node {
+        Some(node) => {
+            written.spec.node_name = node.to_string();
+            let status = written.status.as_mut().expect("set above");
+            objects::set_condition(&mut status.conditions, "PodScheduled", "True", "", "", now);
+            ("Scheduled", false)
         }
-        let already = status.conditions.iter().any(|c| c.type_ == "PodScheduled" && c.message == u.message);
-        if already {
-            continue;
+        None => {
+            if status.conditions.iter().any(|c| c.type_ == "PodScheduled" && c.message == message) {
+                return None;
+            }
+            objects::set_condition(&mut status.conditions, "PodScheduled", "False", "Unschedulable", message, now);
+            ("FailedScheduling", true)
         }
-        objects::set_condition(&mut status.conditions, "PodScheduled", "False", "Unschedulable", &u.message, now);
-        ops.push(Op::Put {
-            key: objects::pod_key(pod),
-            object: serde_json::to_string(&pending).expect("API types serialize"),
-            precondition: Precondition::Revision(revision),
-            uid: String::new(),
-        });
-        ops.push(objects::event_op(
-            objects::reference(&Object::Pod((*pod).clone())),
-            "FailedScheduling",
-            &u.message,
-            true,
-            "flotilla-scheduler",
-            now,
-        ));
-    }
-    ops
+    };
+    let put = Op::Put {
+        key: objects::pod_key(pod),
+        object: serde_json::to_string(&written).expect("API types serialize"),
+        precondition: Precondition::Revision(revision),
+        uid: String::new(),
+    };
+    let event = objects::event_op(objects::reference(&Object::Pod(pod.clone())), reason, message, warning, "flotilla-scheduler", now);
+    Some([put, event])
 }

@@ -26,8 +26,6 @@ use crate::objects::{self, decode_all};
 pub const PEER_ADDRESS_ANNOTATION: &str = "flotilla.dev/peer-address";
 /// Reports written in one proposal at most.
 const MAX_REPORTS_PER_WRITE: usize = 256;
-/// How often the agent is handed its Pods even when nothing changed.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How long pending statuses wait before they are written again.
 const STATUS_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Attempts at a write that keeps losing compare-and-set races.
@@ -230,23 +228,17 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
     let node_name = core.config.node_name();
     let (_, mut events, _) = core.store.subscribe(None, 0);
     let mut last: Option<Vec<(String, String)>> = None;
-    let mut resync = tokio::time::interval(RESYNC_INTERVAL);
     loop {
         let desired = core.store.read(|s| desired_pods(s, &node_name));
         // Only the identity and revision matter for "changed".
         let fingerprint: Vec<(String, String)> =
             desired.iter().map(|d| (d.pod.metadata.uid.clone(), d.pod.metadata.resource_version.clone())).collect();
-        // A terminating Pod is handed over again even if nothing changed:
-        // if the write removing it was lost, the agent reports it stopped
-        // once more and the removal is retried.
-        let terminating = desired.iter().any(|d| d.pod.metadata.deletion_timestamp.is_some());
-        if last.as_ref() != Some(&fingerprint) || terminating {
+        if last.as_ref() != Some(&fingerprint) {
             agent.sync(desired);
             last = Some(fingerprint);
         }
         tokio::select! {
             _ = stop.changed() => return,
-            _ = resync.tick() => {}
             // Only Pods and ConfigMaps change what this node runs.
             changed = objects::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap") => {
                 if !changed {

@@ -64,10 +64,10 @@ impl NodesService {
     fn locate(&self, namespace: &str, name: &str) -> Result<(Pod, Option<String>), Status> {
         let namespace = if namespace.is_empty() { "default" } else { namespace };
         let key = ObjectKey::new("Pod", namespace, name);
-        let (pod, nodes) = self.core.store.read(|s| {
-            (s.get(&key).map(|o| o.json.clone()), s.list("Node", None, 0).map(|l| l.items).unwrap_or_default())
-        });
-        let pod: Pod = pod
+        let pod: Pod = self
+            .core
+            .store
+            .read(|s| s.get(&key).map(|o| o.json.clone()))
             .and_then(|j| serde_json::from_str(&j).ok())
             .ok_or_else(|| Status::not_found(format!("pod {namespace}/{name} not found")))?;
         if pod.spec.node_name.is_empty() {
@@ -76,10 +76,12 @@ impl NodesService {
         if pod.spec.node_name == self.core.config.node_name() {
             return Ok((pod, None));
         }
-        let addr = nodes
-            .iter()
-            .filter_map(|(_, o)| serde_json::from_str::<Node>(&o.json).ok())
-            .find(|n| n.metadata.name == pod.spec.node_name)
+        let node_key = ObjectKey::new("Node", "", pod.spec.node_name.clone());
+        let addr = self
+            .core
+            .store
+            .read(|s| s.get(&node_key).map(|o| o.json.clone()))
+            .and_then(|j| serde_json::from_str::<Node>(&j).ok())
             .and_then(|n| n.metadata.annotations.get(PEER_ADDRESS_ANNOTATION).cloned())
             .ok_or_else(|| Status::unavailable(format!("node {} has no known peer address", pod.spec.node_name)))?;
         Ok((pod, Some(addr)))
