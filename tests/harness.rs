@@ -12,6 +12,8 @@ use flotilla_client::api::StatusResponse;
 
 pub use flotilla_client::{ClientError, Code, Expect, key};
 
+pub mod docker_engine;
+
 const PORT: u16 = 7100;
 
 /// The `flotilla` binary under test: `FLOTILLA_BIN`, or the one built in
@@ -40,6 +42,14 @@ pub struct Options {
     pub cluster: String,
     /// The `[node]` table of every peer's config.
     pub node: String,
+    /// Names the peers' Nodes `<prefix>-<id>` instead of `peer-<id>`:
+    /// clusters sharing one Docker engine must not share node names, which
+    /// the docker runtime labels its containers with.
+    pub node_name_prefix: String,
+    /// Lets `Cluster::isolate` cut a peer off (`[faults] signals`).
+    pub fault_signals: bool,
+    /// More lines of every peer's `[timing]` table.
+    pub timing: String,
 }
 
 impl Default for Options {
@@ -51,6 +61,9 @@ impl Default for Options {
             replace_voter_after_ms: 30_000,
             cluster: "test".into(),
             node: "runtime = \"process\"\nrestart_backoff_base_ms = 500\nrestart_backoff_max_ms = 2000\n".into(),
+            node_name_prefix: String::new(),
+            fault_signals: false,
+            timing: String::new(),
         }
     }
 }
@@ -75,6 +88,17 @@ impl Peer {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
+    }
+
+    /// CPU time (user and system) the peer has used so far, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some(ticks as f64 / per_second)
     }
 
     pub fn log_text(&self) -> String {
@@ -129,19 +153,31 @@ impl Cluster {
             text.push_str(&format!("\n[[peers]]\nid = {pid}\naddr = \"{}\"\n", self.addr_of(*pid)));
         }
         text.push_str(&format!(
-            "\n[timing]\nreplace_voter_after_ms = {}\n",
-            o.replace_voter_after_ms
+            "\n[timing]\nreplace_voter_after_ms = {}\n{}",
+            o.replace_voter_after_ms, o.timing
         ));
         text.push_str(&format!(
             "\n[raft]\nsnapshot_after_logs = {}\nkeep_logs_after_snapshot = {}\n",
             o.snapshot_after_logs, o.keep_logs_after_snapshot
         ));
+        text.push_str(&format!("\n[faults]\nsignals = {}\n", o.fault_signals));
         text.push_str(&format!("\n[node]\n{}", o.node));
+        if !o.node_name_prefix.is_empty() {
+            text.push_str(&format!("name = \"{}\"\n", self.node_name(id)));
+        }
         std::fs::write(&config, text).expect("writing peer config");
         let log = self.dir.path().join(format!("peer{id}.log"));
         let mut peer = Peer { id, addr: self.addr_of(id), config, data_dir, log, child: None };
         spawn(&mut peer);
         self.peers.push(peer);
+    }
+
+    /// The name of peer `id`'s Node.
+    pub fn node_name(&self, id: u64) -> String {
+        match self.options.node_name_prefix.as_str() {
+            "" => format!("peer-{id}"),
+            prefix => format!("{prefix}-{id}"),
+        }
     }
 
     pub fn peer(&self, id: u64) -> &Peer {
@@ -177,6 +213,15 @@ impl Cluster {
     pub fn resume(&self, id: u64) {
         let pid = self.peer(id).child.as_ref().expect("running").id();
         unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+
+    /// Cuts peer `id` off from every other peer (`true`) or reconnects it;
+    /// needs `Options::fault_signals`.
+    pub fn isolate(&self, id: u64, isolated: bool) {
+        assert!(self.options.fault_signals, "isolate needs Options::fault_signals");
+        let pid = self.peer(id).child.as_ref().expect("running").id();
+        let signal = if isolated { libc::SIGUSR1 } else { libc::SIGUSR2 };
+        unsafe { libc::kill(pid as i32, signal) };
     }
 
     pub fn restart(&mut self, id: u64) {
@@ -340,4 +385,56 @@ pub fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> std::process::Ou
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("waiting for the CLI")
+}
+
+/// Applies a manifest through the CLI against peer `via`.
+pub fn apply(cluster: &Cluster, via: u64, manifest: &str) {
+    let out = cli(&cluster.addr_of(via), &["apply", "-f", "-"], Some(manifest));
+    assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The Pods of the `default` namespace, linearizably.
+pub async fn pods(client: &mut Client) -> Vec<serde_json::Value> {
+    let (items, _) = client.list("Pod", Some("default"), false).await.unwrap();
+    items.iter().map(|j| serde_json::from_str(j).unwrap()).collect()
+}
+
+pub fn phase(pod: &serde_json::Value) -> &str {
+    pod.pointer("/status/phase").and_then(serde_json::Value::as_str).unwrap_or("")
+}
+
+/// The node a Pod is bound to, or "".
+pub fn node(pod: &serde_json::Value) -> &str {
+    pod.pointer("/spec/nodeName").and_then(serde_json::Value::as_str).unwrap_or("")
+}
+
+pub fn name(pod: &serde_json::Value) -> &str {
+    pod["metadata"]["name"].as_str().unwrap()
+}
+
+/// Polls the Pods through peer `via` until `done` holds for them.
+pub async fn wait_pods(
+    cluster: &Cluster,
+    via: u64,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    let mut client = cluster.client(via).await;
+    loop {
+        if let Ok((items, _)) = client.list("Pod", Some("default"), false).await {
+            let now: Vec<serde_json::Value> = items.iter().map(|j| serde_json::from_str(j).unwrap()).collect();
+            if done(&now) {
+                return now;
+            }
+            if Instant::now() > deadline {
+                let summary: Vec<String> = now.iter().map(|p| format!("{} {} {}", name(p), phase(p), node(p))).collect();
+                panic!("timed out waiting for {what}; pods: {summary:#?}\n{}", cluster.logs_tail());
+            }
+        } else if Instant::now() > deadline {
+            panic!("timed out waiting for {what}: peer {via} does not answer\n{}", cluster.logs_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

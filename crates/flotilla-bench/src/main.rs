@@ -64,6 +64,14 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         pods: usize,
     },
+    /// Pods bound per second on many simulated nodes (fake runtime): a
+    /// ReplicaSet scaled from 0 to `--pods`.
+    Schedule {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10_000)]
+        pods: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +81,7 @@ enum Via {
 }
 
 mod pods;
+mod schedule;
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -107,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { kills } => failover(kills).await?,
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
         Bench::Start { pods } => pods::start(pods).await?,
+        Bench::Schedule { nodes, pods } => schedule::schedule(nodes, pods).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
     let path = cli.out.join(format!("{name}.json"));

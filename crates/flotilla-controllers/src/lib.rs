@@ -165,7 +165,8 @@ pub fn reconcile(view: &ClusterView, limits: &Limits) -> Vec<Action> {
     out.actions
 }
 
-/// Tries before giving up on a free generated name in one round.
+/// Tries, besides names already taken, before giving up on a free
+/// generated name.
 const MAX_NAME_ATTEMPTS: u32 = 1_000;
 
 /// Collects one round's actions: bounded, one write per object (two
@@ -178,6 +179,13 @@ pub(crate) struct Out {
     written: BTreeSet<(Kind, String, String)>,
     /// (namespace, name) of every Pod in the view or created this round.
     pod_names: BTreeSet<(String, String)>,
+    /// Mixed into generated names so that each round draws new ones: a
+    /// name is never reused for a later Pod, and a controller with
+    /// thousands of Pods does not run out of attempts.
+    round_seed: u64,
+    /// The next attempt per seed this round, so that creating many Pods
+    /// of one owner does not retry every name already taken.
+    next_attempt: BTreeMap<String, u32>,
 }
 
 impl Out {
@@ -192,6 +200,8 @@ impl Out {
             max_actions,
             written: BTreeSet::new(),
             pod_names,
+            round_seed: view.now_unix_ms,
+            next_attempt: BTreeMap::new(),
         }
     }
 
@@ -225,12 +235,18 @@ impl Out {
             .contains(&(namespace.to_string(), name.to_string()))
     }
 
-    /// The first `<base>-<suffix>` name, over attempts 0, 1, ..., that no
-    /// Pod in the view or in this round has.
-    pub(crate) fn fresh_pod_name(&self, namespace: &str, base: &str, seed: &str) -> Option<String> {
-        (0..MAX_NAME_ATTEMPTS)
-            .map(|attempt| format!("{base}-{}", pod_name_suffix(seed, attempt)))
-            .find(|name| !self.pod_name_taken(namespace, name))
+    /// A `<base>-<suffix>` name that no Pod in the view or in this round
+    /// has, drawn from `seed` and the round.
+    pub(crate) fn fresh_pod_name(&mut self, namespace: &str, base: &str, seed: &str) -> Option<String> {
+        let seed = format!("{seed}/{}", self.round_seed);
+        let first = self.next_attempt.get(&seed).copied().unwrap_or(0);
+        // Every name taken can cost one attempt, beyond the misses allowed.
+        let limit = MAX_NAME_ATTEMPTS.saturating_add(u32::try_from(self.pod_names.len()).unwrap_or(u32::MAX));
+        let (attempt, name) = (first..first.saturating_add(limit))
+            .map(|attempt| (attempt, format!("{base}-{}", pod_name_suffix(&seed, attempt))))
+            .find(|(_, name)| !self.pod_name_taken(namespace, name))?;
+        self.next_attempt.insert(seed, attempt + 1);
+        Some(name)
     }
 }
 

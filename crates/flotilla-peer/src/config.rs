@@ -41,6 +41,20 @@ pub struct PeerConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub node: NodeConfig,
+    #[serde(default)]
+    pub faults: FaultsConfig,
+}
+
+/// Fault injection for tests that run every peer on one machine, where the
+/// network between peers cannot be cut from outside.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsConfig {
+    /// SIGUSR1 cuts this peer off from every other peer (both ways: Raft,
+    /// heartbeats, forwarded requests), SIGUSR2 reconnects it. Clients can
+    /// still reach it. Off by default, so a stray signal cannot partition a
+    /// production peer.
+    pub signals: bool,
 }
 
 /// The machine this peer runs Pods on.
@@ -49,8 +63,9 @@ pub struct PeerConfig {
 pub struct NodeConfig {
     /// The Node's name; `peer-<id>` when empty.
     pub name: String,
-    /// `process` (host processes, the default), or `fake` (no processes:
-    /// for benchmarks and simulation).
+    /// `process` (host processes, the default), `docker` (containers of
+    /// the local Docker engine, from images it already has), or `fake` (no
+    /// processes: for benchmarks and simulation).
     pub runtime: String,
     /// Labels the Node registers with, besides `kubernetes.io/hostname`.
     pub labels: std::collections::BTreeMap<String, String>,
@@ -82,7 +97,7 @@ impl Default for NodeConfig {
 }
 
 /// Runtimes a peer can drive.
-const RUNTIMES: [&str; 2] = ["process", "fake"];
+const RUNTIMES: [&str; 3] = ["process", "docker", "fake"];
 /// What the fence window must leave the leader before it declares a node
 /// lost: time for the fenced peer to kill its Pods, plus slack for the two
 /// clocks running at slightly different rates and for a heartbeat in flight.
@@ -384,7 +399,7 @@ heartbeat_ms = 50
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nhartbeat = 3"), "peer1.toml: line 17: unknown field `hartbeat`, expected one of `heartbeat_ms`, `election_timeout_min_ms`, `election_timeout_max_ms`, `replace_voter_after_ms`, `node_heartbeat_ms`, `not_ready_after_ms`, `fence_after_ms`, `lost_after_ms`"),
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nfence_after_ms = 1500\nlost_after_ms = 1800"), "peer1.toml: timing.lost_after_ms: 1800 must exceed timing.fence_after_ms (1500) by at least 500: a node cut off must stop its Pods before they are replaced"),
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 50\nfence_after_ms = 500"), "peer1.toml: timing.fence_after_ms: 500 must outlast a leader failover (twice timing.election_timeout_max_ms plus a node heartbeat: 900), or every failover stops all Pods"),
-            (&format!("{GOOD}\n[node]\nruntime = \"vm\"\n"), "peer1.toml: node.runtime: \"vm\" is not one of process, fake"),
+            (&format!("{GOOD}\n[node]\nruntime = \"vm\"\n"), "peer1.toml: node.runtime: \"vm\" is not one of process, docker, fake"),
             (&GOOD.replace("heartbeat_ms = 50", "heartbeat_ms = 200"), "peer1.toml: timing.election_timeout_min_ms: 200 must exceed twice timing.heartbeat_ms (200)"),
             (&GOOD.replace("cluster = \"local-3\"", "cluster = \"local-3\"\nmax_voters = 4"), "peer1.toml: max_voters: 4 is not one of 1, 3 or 5"),
             (&GOOD.replace("id = 2", "id = 1"), "peer1.toml: peers.id: 1 appears twice"),

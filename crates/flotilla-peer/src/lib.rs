@@ -96,9 +96,18 @@ fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
     .map_err(|e| PeerError::Raft(e.to_string()))
 }
 
-fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn PodRuntime>, PeerError> {
+async fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn PodRuntime>, PeerError> {
     match config.node.runtime.as_str() {
         "fake" => Ok(Arc::new(flotilla_runtime::fake::FakeRuntime::new(Arc::new(move || clock.now_unix_ms())))),
+        "docker" => {
+            // Labelled with the node's name, so that peers sharing one
+            // engine never adopt or remove each other's containers.
+            let options = flotilla_runtime::docker::DockerOptions::new(config.node_name(), config.data_dir.join("docker"));
+            let runtime = flotilla_runtime::docker::DockerRuntime::new(options)
+                .await
+                .map_err(|e| PeerError::Runtime(e.to_string()))?;
+            Ok(Arc::new(runtime))
+        }
         _ => {
             let runtime = flotilla_runtime::process::ProcessRuntime::new(
                 config.data_dir.join("pods"),
@@ -106,6 +115,29 @@ fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<dyn Po
             )
             .map_err(|e| PeerError::Runtime(e.to_string()))?;
             Ok(Arc::new(runtime))
+        }
+    }
+}
+
+/// SIGUSR1 cuts the peer off from the others, SIGUSR2 reconnects it (see
+/// `FaultsConfig::signals`).
+async fn isolate_on_signals(channels: Channels) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut cut), Ok(mut heal)) = (signal(SignalKind::user_defined1()), signal(SignalKind::user_defined2())) else {
+        tracing::error!("cannot listen for fault-injection signals");
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = cut.recv() => {
+                tracing::warn!("fault injection: cut off from every other peer");
+                channels.set_isolated(true);
+            }
+            Some(()) = heal.recv() => {
+                tracing::warn!("fault injection: reconnected to the other peers");
+                channels.set_isolated(false);
+            }
+            else => return,
         }
     }
 }
@@ -144,7 +176,7 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
     let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
     let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock.clone());
-    let runtime = open_runtime(&config, clock.clone())?;
+    let runtime = open_runtime(&config, clock.clone()).await?;
     let capabilities = runtime.capabilities();
     for limitation in &capabilities.limitations {
         tracing::warn!("{} runtime: {limitation}", runtime.name());
@@ -199,6 +231,9 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         });
     }
 
+    if config.faults.signals {
+        tokio::spawn(isolate_on_signals(core.channels.clone()));
+    }
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
     let transport = TransportService::new(raft.clone(), link, membership);
     // Small Raft and client messages must not wait for Nagle's algorithm:

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::PeerCore;
 use crate::clock::Clock;
-use crate::objects::{self, decode_all};
+use crate::objects;
 
 /// Annotation naming the address of the peer that runs a Node, so any peer
 /// can forward `logs` and `exec` there.
@@ -250,10 +250,10 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
 }
 
 fn desired_pods(store: &flotilla_store::ObjectStore, node_name: &str) -> Vec<DesiredPod> {
-    let pods: Vec<Pod> = decode_all(store, Kind::Pod);
+    // Only this node's Pods are decoded: the store indexes them by node.
+    let pods = store.pods_on_node(node_name).filter_map(|(_, o)| serde_json::from_str::<Pod>(&o.json).ok());
     // A Pod declared lost has been replaced: it must not run here again.
-    pods.into_iter()
-        .filter(|p| p.spec.node_name == node_name)
+    pods.filter(|p| p.spec.node_name == node_name)
         .filter(|p| p.status.as_ref().is_none_or(|s| s.reason != objects::NODE_LOST_REASON))
         .map(|pod| {
             let config_maps = config_maps_of(store, &pod);

@@ -118,6 +118,9 @@ fn agent_status(e: flotilla_agent::AgentError) -> Status {
 impl Nodes for NodesService {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
+        if self.core.channels.isolated() {
+            return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
+        }
         self.core.membership.accept_cluster(&req.cluster_id).map_err(|e| Status::failed_precondition(e.to_string()))?;
         accept_heartbeat(&self.core, &req.node_name).map_err(Status::unavailable)?;
         let metrics = self.core.raft.metrics().borrow_watched().clone();

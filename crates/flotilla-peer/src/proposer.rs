@@ -245,7 +245,8 @@ impl LeaderLink {
     }
 
     async fn forward(&self, addr: &str, method: Forward, payload: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
-        let channel = self.channels.get(addr).map_err(|e| ProposeError::Indeterminate(e.to_string()))?;
+        // Nothing was sent, so nothing was proposed.
+        let channel = self.channels.get(addr).map_err(|_| ProposeError::NoLeader)?;
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);

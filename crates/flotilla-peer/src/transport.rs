@@ -33,6 +33,9 @@ impl TransportService {
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
+        if self.link.channels.isolated() {
+            return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
+        }
         match self.membership.accept_cluster(cluster_id) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -103,6 +106,9 @@ impl RaftTransport for TransportService {
     }
 
     async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        if self.link.channels.isolated() {
+            return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
+        }
         let initialized = self.raft.is_initialized().await.unwrap_or(false);
         Ok(Response::new(HelloReply {
             peer_id: *self.raft.node_id(),

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -50,15 +51,39 @@ impl ClusterIdentity {
 #[derive(Clone, Default)]
 pub struct Channels {
     cache: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Set by fault injection: every call to another peer fails as if the
+    /// network were cut, so a partition can be tested on one machine.
+    isolated: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("bad peer address {addr:?}: {source}")]
+    BadAddress { addr: String, source: tonic::transport::Error },
+    #[error("this peer is cut off from the others (fault injection)")]
+    Isolated,
 }
 
 impl Channels {
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    /// Cuts this peer off from the others (`true`) or reconnects it.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::SeqCst);
+    }
+
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::SeqCst)
+    }
+
+    pub fn get(&self, addr: &str) -> Result<Channel, ChannelError> {
+        if self.isolated() {
+            return Err(ChannelError::Isolated);
+        }
         let mut cache = self.cache.lock().expect("channel cache lock");
         if let Some(c) = cache.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| ChannelError::BadAddress { addr: addr.to_string(), source })?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -83,7 +108,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            channel: self.channels.get(&node.addr).ok(),
+            channels: self.channels.clone(),
             identity: self.identity.clone(),
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
         }
@@ -99,9 +124,10 @@ enum Unary {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    /// `None` when the address could not even be parsed: every call fails
-    /// as unreachable, which openraft retries with back-off.
-    channel: Option<Channel>,
+    /// Asked on every call, so that cutting the peer off (fault injection)
+    /// takes effect at once. A bad address fails every call as
+    /// unreachable, which openraft retries with back-off.
+    channels: Channels,
     identity: ClusterIdentity,
     snapshot_chunk_bytes: usize,
 }
@@ -122,10 +148,7 @@ fn status_error(target: NodeId, addr: &str, status: tonic::Status) -> RPCError<T
 
 impl PeerClient {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
-        let channel = self
-            .channel
-            .clone()
-            .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string(format!("bad address {:?}", self.addr))))?;
+        let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod docker;
 pub mod fake;
 pub mod process;
 
@@ -153,6 +154,66 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// Writes a files volume (a configMap's) into the empty directory `tmp`,
+/// then renames it to `path`: whole or not at all, so a crash midway
+/// leaves no half volume. File names must be relative paths without `.`
+/// or `..`, so that nothing is written outside the volume.
+pub(crate) fn write_files_volume(
+    volume: &str,
+    files: &BTreeMap<String, String>,
+    tmp: &std::path::Path,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(tmp)?;
+    for (name, content) in files {
+        let relative = std::path::Path::new(name);
+        if name.is_empty() || !relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+            return Err(std::io::Error::other(format!(
+                "volume {volume}: file name {name:?} must be a relative path without . or .."
+            )));
+        }
+        let file = tmp.join(relative);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, content)?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+/// Bytes of an HTTP probe's answer read at most while looking for its
+/// status line.
+const MAX_HTTP_HEAD_BYTES: usize = 1024;
+
+/// Sends `GET path` to `host` (`addr:port`) over `stream`, as an httpGet
+/// probe does, and tells whether the status is 200 to 399.
+pub(crate) async fn http_ok(mut stream: tokio::net::TcpStream, host: &str, path: &str) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = if path.is_empty() { "/" } else { path };
+    // A path that could split the request line is no probe at all.
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Ok(false);
+    }
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: flotilla-probe\r\nAccept: */*\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < MAX_HTTP_HEAD_BYTES {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.split_whitespace();
+    let status = match (words.next(), words.next()) {
+        (Some(version), Some(code)) if version.starts_with("HTTP/") => code.parse::<u16>().ok(),
+        _ => None,
+    };
+    Ok(status.is_some_and(|s| (200..=399).contains(&s)))
 }
 
 /// Runs sandboxes and containers. Every method is safe to call again after

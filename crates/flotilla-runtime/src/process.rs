@@ -58,7 +58,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -86,8 +86,6 @@ const LOG_DRAIN: Duration = Duration::from_secs(2);
 const GROUP_GONE_POLLS: usize = 100;
 /// Bytes of an exec's stdout and of its stderr kept at most.
 const MAX_EXEC_OUTPUT_BYTES: usize = 1 << 20;
-/// Bytes of an HTTP probe's answer read at most to find its status line.
-const MAX_HTTP_HEAD_BYTES: usize = 1024;
 /// Concurrent connections per host port at most.
 const MAX_PROXY_CONNECTIONS: usize = 256;
 
@@ -605,27 +603,7 @@ fn make_volumes(dir: &Path, spec: &SandboxSpec) -> io::Result<()> {
                 }
                 let tmp = dir.join("volumes").join(format!(".{}.tmp", volume.name));
                 sys::remove_tree(&tmp)?;
-                std::fs::create_dir_all(&tmp)?;
-                for (name, content) in files {
-                    let relative = Path::new(name);
-                    if name.is_empty()
-                        || !relative
-                            .components()
-                            .all(|c| matches!(c, std::path::Component::Normal(_)))
-                    {
-                        return Err(io::Error::other(format!(
-                            "volume {}: file name {name:?} must be a relative path without . or ..",
-                            volume.name
-                        )));
-                    }
-                    let file = tmp.join(relative);
-                    if let Some(parent) = file.parent() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                    std::fs::write(file, content)?;
-                }
-                // Whole or not at all: a crash midway leaves no half volume.
-                std::fs::rename(&tmp, &path)?;
+                crate::write_files_volume(&volume.name, files, &tmp, &path)?;
             }
             VolumeSource::HostPath { .. } => {}
         }
@@ -729,34 +707,6 @@ async fn read_capped(reader: Option<impl AsyncRead + Unpin>) -> io::Result<Vec<u
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-/// Sends `GET path` and tells whether the status is 200 to 399.
-async fn http_ok(mut stream: tokio::net::TcpStream, port: u16, path: &str) -> io::Result<bool> {
-    let path = if path.is_empty() { "/" } else { path };
-    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Ok(false);
-    }
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: flotilla-probe\r\nAccept: */*\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < MAX_HTTP_HEAD_BYTES {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let mut words = line.split_whitespace();
-    let status = match (words.next(), words.next()) {
-        (Some(version), Some(code)) if version.starts_with("HTTP/") => code.parse::<u16>().ok(),
-        _ => None,
-    };
-    Ok(status.is_some_and(|s| (200..=399).contains(&s)))
 }
 
 /// Forwards a host port to `port` inside the sandbox (or on the host,
@@ -1393,7 +1343,7 @@ impl PodRuntime for ProcessRuntime {
             let stream = socket.connect(loopback(port)).await?;
             match check {
                 NetworkCheck::Tcp { .. } => Ok(true),
-                NetworkCheck::Http { path, .. } => http_ok(stream, port, path).await,
+                NetworkCheck::Http { path, .. } => crate::http_ok(stream, &format!("127.0.0.1:{port}"), path).await,
             }
         };
         Ok(matches!(

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
-use flotilla_runtime::{
-    ContainerId, ContainerSpec, ContainerState, ExitStatus, MountSpec, NetworkCheck, PodRuntime,
-    RuntimeError, SandboxId, SandboxSpec, VolumeSource, VolumeSpec,
-};
+use flotilla_runtime::{ContainerId, ContainerSpec, ContainerState, NetworkCheck, PodRuntime, RuntimeError, VolumeSource};
+
+mod common;
+use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_listening};
 
 const PYTHON: &str = "/usr/bin/python3";
 const WAIT: Duration = Duration::from_secs(30);
@@ -34,78 +34,12 @@ fn isolated_runtime(dir: &Path) -> Option<ProcessRuntime> {
     }
 }
 
-fn sandbox(uid: &str, volumes: Vec<VolumeSpec>) -> SandboxSpec {
-    SandboxSpec {
-        pod_uid: uid.into(),
-        namespace: "default".into(),
-        name: format!("pod-{uid}"),
-        hostname: format!("pod-{uid}"),
-        volumes,
-        host_ports: Vec::new(),
-    }
-}
-
-fn volume(name: &str, source: VolumeSource) -> VolumeSpec {
-    VolumeSpec {
-        name: name.into(),
-        source,
-    }
-}
-
-fn mount(volume: &str, path: &str, read_only: bool) -> MountSpec {
-    MountSpec {
-        volume: volume.into(),
-        mount_path: path.into(),
-        read_only,
-    }
-}
-
 fn container(name: &str, command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        name: name.into(),
-        image: "busybox".into(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        args: Vec::new(),
-        env: Vec::new(),
-        working_dir: None,
-        mounts: Vec::new(),
-        memory_limit_bytes: None,
-        cpu_limit_millis: None,
-    }
+    container_of("busybox", name, command)
 }
 
 fn sh(name: &str, script: &str) -> ContainerSpec {
     container(name, &["/bin/sh", "-c", script])
-}
-
-async fn wait_exit(rt: &ProcessRuntime, id: &ContainerId) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let ContainerState::Exited(exit) = rt.container_state(id).await.expect("state") {
-            return exit;
-        }
-        assert!(Instant::now() < deadline, "{id:?} did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_listening(rt: &ProcessRuntime, sandbox: &SandboxId, port: u16) {
-    let deadline = Instant::now() + WAIT;
-    while !rt
-        .check_network(sandbox, &NetworkCheck::Tcp { port }, Duration::from_secs(1))
-        .await
-        .expect("check")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {port} in {sandbox:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn logs(rt: &ProcessRuntime, id: &ContainerId) -> String {
-    String::from_utf8(rt.read_logs(id, false, None).await.expect("logs")).expect("utf-8")
 }
 
 fn http_server(name: &str, port: u16, dir: &str) -> ContainerSpec {

@@ -38,16 +38,10 @@ impl Admission for BindingAdmission {
             .and_then(|o| serde_json::from_str(&o.json).ok())
             .ok_or_else(|| format!("spec.nodeName: node {node_name} does not exist"))?;
         let pod: Pod = serde_json::from_value(next.clone()).map_err(|e| format!("not a Pod: {e}"))?;
-        // Stored JSON is compact, so this finds every Pod bound to the
-        // node without decoding the others.
-        let needle = format!("\"nodeName\":{}", Value::String(node_name.to_string()));
-        let listed = store.list("Pod", None, 0).map_err(|e| e.to_string())?;
-        let bound: Vec<Pod> = listed
-            .items
-            .iter()
-            .filter(|(k, o)| k != key && o.json.contains(&needle))
+        let bound: Vec<Pod> = store
+            .pods_on_node(node_name)
+            .filter(|(k, _)| *k != key)
             .filter_map(|(_, o)| serde_json::from_str::<Pod>(&o.json).ok())
-            .filter(|p| p.spec.node_name == node_name)
             .collect();
         let refs: Vec<&Pod> = bound.iter().collect();
         check_fit(&node, &refs, &pod)

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -92,6 +92,12 @@ pub struct ObjectStore {
     compacted: u64,
     /// What the layer above checks on apply (a Pod's binding fits its node).
     admission: Option<Arc<dyn Admission>>,
+    /// Pods by the node they are bound to, so that checking a binding
+    /// reads that node's Pods rather than every Pod of the cluster.
+    pods_by_node: BTreeMap<String, BTreeSet<ObjectKey>>,
+    /// The node each bound Pod is on, to update `pods_by_node` without
+    /// parsing the previous object.
+    node_of_pod: BTreeMap<ObjectKey, String>,
 }
 
 impl Default for ObjectStore {
@@ -103,7 +109,16 @@ impl Default for ObjectStore {
 impl ObjectStore {
     pub fn new(history_limit: usize) -> Self {
         assert!(history_limit > 0, "a watch history needs room for at least one event");
-        Self { objects: BTreeMap::new(), revision: 0, history: VecDeque::new(), history_limit, compacted: 0, admission: None }
+        Self {
+            objects: BTreeMap::new(),
+            revision: 0,
+            history: VecDeque::new(),
+            history_limit,
+            compacted: 0,
+            admission: None,
+            pods_by_node: BTreeMap::new(),
+            node_of_pod: BTreeMap::new(),
+        }
     }
 
     pub fn set_admission(&mut self, admission: Option<Arc<dyn Admission>>) {
@@ -122,6 +137,10 @@ impl ObjectStore {
         store.compacted = snapshot.revision;
         for (key, object) in snapshot.objects {
             assert!(object.mod_revision <= snapshot.revision, "object {key} is newer than the store");
+            if key.kind == "Pod" {
+                let value: Value = serde_json::from_str(&object.json).unwrap_or(Value::Null);
+                store.index_pod(&key, Some(&value));
+            }
             store.objects.insert(key, object);
         }
         store
@@ -156,6 +175,35 @@ impl ObjectStore {
 
     pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
         self.objects.get(key)
+    }
+
+    /// The Pods bound to `node` (`spec.nodeName`), in key order.
+    pub fn pods_on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = (&'a ObjectKey, &'a StoredObject)> + 'a {
+        self.pods_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.objects.get(k).map(|o| (k, o)))
+    }
+
+    /// Moves `key` in the node index to where `pod` (None: deleted) is bound.
+    fn index_pod(&mut self, key: &ObjectKey, pod: Option<&Value>) {
+        let node = pod.and_then(|p| p.pointer("/spec/nodeName")).and_then(Value::as_str).filter(|n| !n.is_empty());
+        if self.node_of_pod.get(key).map(String::as_str) == node {
+            return;
+        }
+        if let Some(old) = self.node_of_pod.remove(key)
+            && let Some(keys) = self.pods_by_node.get_mut(&old)
+        {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.pods_by_node.remove(&old);
+            }
+        }
+        if let Some(node) = node {
+            self.node_of_pod.insert(key.clone(), node.to_string());
+            self.pods_by_node.entry(node.to_string()).or_default().insert(key.clone());
+        }
     }
 
     /// Applies one committed command. Returns each op's result and the
@@ -198,6 +246,9 @@ impl ObjectStore {
                 let Some(prev) = self.objects.remove(key) else {
                     return Err(WriteError::NotFound { key: key.clone() });
                 };
+                if key.kind == "Pod" {
+                    self.index_pod(key, None);
+                }
                 let revision = self.next_revision();
                 self.record(Event {
                     revision,
@@ -218,6 +269,9 @@ impl ObjectStore {
                         .map_err(|reason| WriteError::Invalid { key: key.clone(), reason })?;
                 }
                 let revision = self.next_revision();
+                if key.kind == "Pod" {
+                    self.index_pod(key, Some(&json));
+                }
                 let json = set_resource_version(json, revision);
                 let stored = StoredObject {
                     json: Arc::from(json.as_str()),
@@ -610,6 +664,30 @@ mod tests {
         assert_eq!(r.snapshot(), snap);
         assert_eq!(r.events_after(11, 10).unwrap().len(), 0);
         assert!(r.events_after(10, 10).is_err(), "no history survives a restore");
+    }
+
+    #[test]
+    fn pods_are_indexed_by_their_node_through_binds_moves_deletes_and_restores() {
+        let pod = |name: &str, node: &str| Op::Put {
+            key: ObjectKey::new("Pod", "default", name),
+            object: format!(r#"{{"spec":{{"nodeName":"{node}"}}}}"#),
+            precondition: Precondition::None,
+            uid: format!("u-{name}"),
+        };
+        let on = |s: &ObjectStore, node: &str| s.pods_on_node(node).map(|(k, _)| k.name.clone()).collect::<Vec<_>>();
+        let mut s = ObjectStore::default();
+        run(&mut s, vec![pod("a", ""), pod("b", "n1"), pod("c", "n1"), pod("d", "n2")]);
+        assert_eq!(on(&s, "n1"), ["b", "c"]);
+        assert!(on(&s, "").is_empty(), "unbound Pods are not indexed");
+        run(&mut s, vec![pod("a", "n2"), pod("c", "n2")]);
+        assert_eq!(on(&s, "n1"), ["b"]);
+        assert_eq!(on(&s, "n2"), ["a", "c", "d"]);
+        run(&mut s, vec![Op::Delete { key: ObjectKey::new("Pod", "default", "a"), precondition: Precondition::None }]);
+        assert_eq!(on(&s, "n2"), ["c", "d"]);
+        let r = ObjectStore::restore(s.snapshot(), 5);
+        assert_eq!(on(&r, "n1"), ["b"]);
+        assert_eq!(on(&r, "n2"), ["c", "d"]);
+        assert!(on(&r, "n3").is_empty());
     }
 
     /// The same commands give the same store, byte for byte, whatever the

@@ -54,6 +54,30 @@ fn scales_to_the_desired_count_and_then_stays_quiet() {
 }
 
 #[test]
+fn a_replica_set_of_thousands_gets_them_all_and_names_are_never_reused() {
+    let mut sim = Sim::new();
+    sim.add(node("n1", true));
+    sim.add(replica_set("big", 3_000));
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        names.extend(created(&sim.round(), Kind::Pod));
+        if active_of(&sim, "big-").len() == 3_000 {
+            break;
+        }
+    }
+    assert_eq!(active_of(&sim, "big-").len(), 3_000);
+    // A replacement after a scale-down and up gets a name never used.
+    scale(&mut sim, "big", 0);
+    while !sim.round().is_empty() {}
+    assert!(sim.pods_of("big-").is_empty());
+    scale(&mut sim, "big", 10);
+    sim.advance_ms(1);
+    let again = created(&sim.round(), Kind::Pod);
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|n| !names.contains(n)), "a name was reused: {again:?}");
+}
+
+#[test]
 fn pods_are_named_deterministically_from_the_template() {
     let mut sim = Sim::new();
     sim.add(replica_set("web", 3));

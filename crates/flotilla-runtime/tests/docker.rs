@@ -1,0 +1,905 @@
+//! The docker runtime against the machine's real Docker engine. The engine
+//! has no images and no registry, so the tests run the tools image of the
+//! black-box tests' `docker_engine`, built FROM scratch out of this
+//! machine's programs. Each test skips, saying why, where no engine answers
+//! or those programs are missing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use flotilla_blackbox::docker_engine::{
+    HTTP_CLIENT, HTTP_SERVER, TOOLS_IMAGE, remove_containers_of, tools_image,
+};
+use flotilla_runtime::docker::{DockerOptions, DockerRuntime, LABEL_OWNER, LABEL_ROLE};
+use flotilla_runtime::{ContainerId, ContainerSpec, ContainerState, ExitStatus, NetworkCheck, PodRuntime, RuntimeError, SandboxId, VolumeSource};
+
+mod common;
+use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_listening};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn engine() -> Option<Docker> {
+    let docker = match Docker::connect_with_local_defaults() {
+        Ok(docker) => docker,
+        Err(e) => {
+            eprintln!("skipped: no Docker engine: {e}");
+            return None;
+        }
+    };
+    let answer = async {
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        Ok::<_, bollard::errors::Error>(docker)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok(docker)) => Some(docker),
+        Ok(Err(e)) => {
+            eprintln!("skipped: no Docker engine answers: {e}");
+            None
+        }
+        Err(_) => {
+            eprintln!("skipped: the Docker engine does not answer");
+            None
+        }
+    }
+}
+
+/// Removes every container of an owner when a test ends, passed or not.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Err(e) = remove_containers_of(&self.0) {
+            eprintln!("containers left behind: {e}");
+        }
+    }
+}
+
+struct Setup {
+    docker: Docker,
+    rt: DockerRuntime,
+    dir: tempfile::TempDir,
+    owner: String,
+    _cleanup: Cleanup,
+}
+
+/// An engine, the tools image and a runtime with an owner of this test's
+/// own, or `None` (with the reason printed).
+async fn setup(test: &str) -> Option<Setup> {
+    setup_with(test, |_| {}).await
+}
+
+async fn setup_with(test: &str, adjust: impl FnOnce(&mut DockerOptions)) -> Option<Setup> {
+    let docker = engine().await?;
+    if let Err(e) = tokio::task::spawn_blocking(tools_image).await.unwrap() {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    let owner = format!("test-{test}-{}", std::process::id());
+    let cleanup = Cleanup(owner.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(&owner, dir.path(), adjust).await;
+    Some(Setup {
+        docker,
+        rt,
+        dir,
+        owner,
+        _cleanup: cleanup,
+    })
+}
+
+async fn runtime(
+    owner: &str,
+    dir: &Path,
+    adjust: impl FnOnce(&mut DockerOptions),
+) -> DockerRuntime {
+    let mut options = DockerOptions::new(owner, dir.join("pods"));
+    adjust(&mut options);
+    DockerRuntime::new(options).await.expect("runtime")
+}
+
+/// The ids of an owner's containers with `role`, as the engine lists them.
+async fn containers_of(docker: &Docker, owner: &str, role: &str) -> Vec<String> {
+    let filters = HashMap::from([(
+        "label",
+        vec![
+            format!("{LABEL_OWNER}={owner}"),
+            format!("{LABEL_ROLE}={role}"),
+        ],
+    )]);
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+fn container(name: &str, command: &[&str]) -> ContainerSpec {
+    container_of(TOOLS_IMAGE, name, command)
+}
+
+fn sh(name: &str, script: &str) -> ContainerSpec {
+    container(name, &["/bin/sh", "-c", script])
+}
+
+fn http_server(name: &str, port: u16, dir: &str) -> ContainerSpec {
+    container(
+        name,
+        &["/bin/perl", "-e", HTTP_SERVER, &port.to_string(), dir],
+    )
+}
+
+fn cmd(script: &str) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+async fn wait_log(rt: &DockerRuntime, id: &ContainerId, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !logs(rt, id).await.contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} not in {:?}",
+            logs(rt, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_a_pod_share_localhost_hostname_and_volumes() {
+    let Some(s) = setup("share").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let files = BTreeMap::from([("app.conf".to_string(), "level=debug\n".to_string())]);
+    let spec = sandbox(
+        "share-1",
+        vec![
+            volume("shared", VolumeSource::EmptyDir),
+            volume("conf", VolumeSource::Files { files }),
+        ],
+    );
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    assert_eq!(rt.create_sandbox(&spec).await.unwrap(), pod, "idempotent");
+    assert_eq!(
+        containers_of(&s.docker, &s.owner, "sandbox").await.len(),
+        1,
+        "one pause container"
+    );
+
+    let mut writer = sh("writer", "echo hello-from-writer > /data/hello.txt");
+    writer.mounts = vec![mount("shared", "/data", false)];
+    let writer_id = rt.start_container(&pod, &writer, 0).await.unwrap();
+    let exit = wait_exit(rt, &writer_id).await;
+    assert_eq!(exit.exit_code, 0, "{}", logs(rt, &writer_id).await);
+
+    let mut server = http_server("server", 8080, "/www");
+    server.mounts = vec![
+        mount("shared", "/www", true),
+        mount("conf", "/etc/conf", true),
+    ];
+    let server_id = rt.start_container(&pod, &server, 0).await.unwrap();
+    wait_listening(rt, &pod, 8080).await;
+
+    // Another container of the Pod reaches the server on localhost.
+    let client = container(
+        "client",
+        &["/bin/perl", "-e", HTTP_CLIENT, "8080", "/hello.txt"],
+    );
+    let client_id = rt.start_container(&pod, &client, 0).await.unwrap();
+    let exit = wait_exit(rt, &client_id).await;
+    assert_eq!(exit.exit_code, 0, "{}", logs(rt, &client_id).await);
+    assert_eq!(logs(rt, &client_id).await, "hello-from-writer\n");
+
+    let out = rt
+        .exec(
+            &server_id,
+            &cmd("cat /proc/sys/kernel/hostname; echo $HOSTNAME; cat /etc/conf/app.conf; echo x > /www/x || echo read-only"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod-share-1\npod-share-1\nlevel=debug\nread-only\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let http = |path: &str| NetworkCheck::Http {
+        port: 8080,
+        path: path.into(),
+    };
+    let check = |pod: SandboxId, check: NetworkCheck| async move {
+        rt.check_network(&pod, &check, Duration::from_secs(5))
+            .await
+            .unwrap()
+    };
+    assert!(check(pod.clone(), http("/hello.txt")).await);
+    assert!(!check(pod.clone(), http("/missing")).await);
+    assert!(!check(pod.clone(), NetworkCheck::Tcp { port: 8081 }).await);
+
+    // Another Pod has a network of its own: the same port is free there.
+    let other = rt
+        .create_sandbox(&sandbox(
+            "share-2",
+            vec![volume("www", VolumeSource::EmptyDir)],
+        ))
+        .await
+        .unwrap();
+    assert!(!check(other.clone(), NetworkCheck::Tcp { port: 8080 }).await);
+    let mut other_server = http_server("server", 8080, "/www");
+    other_server.mounts = vec![mount("www", "/www", false)];
+    let other_server_id = rt.start_container(&other, &other_server, 0).await.unwrap();
+    wait_listening(rt, &other, 8080).await;
+    assert!(!check(other.clone(), http("/hello.txt")).await);
+    for id in [&server_id, &other_server_id] {
+        assert!(matches!(
+            rt.container_state(id).await.unwrap(),
+            ContainerState::Running { .. }
+        ));
+    }
+    assert!(matches!(
+        rt.check_network(
+            &SandboxId("nobody".into()),
+            &http("/"),
+            Duration::from_secs(1)
+        )
+        .await,
+        Err(RuntimeError::NoSandbox(_))
+    ));
+
+    rt.remove_sandbox(&pod).await.unwrap();
+    rt.remove_sandbox(&other).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_args_env_and_working_dir_are_honoured() {
+    let Some(s) = setup("env").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox("env-1", Vec::new()))
+        .await
+        .unwrap();
+    let run = |spec: ContainerSpec| async move {
+        let id = rt
+            .start_container(&pod_id("env-1"), &spec, 0)
+            .await
+            .unwrap();
+        let exit = wait_exit(rt, &id).await;
+        assert_eq!(exit.exit_code, 0, "{}: {}", spec.name, logs(rt, &id).await);
+        logs(rt, &id).await
+    };
+
+    let mut spec = sh("main", r#"echo "$HOSTNAME|$GREETING|$0|$1|$(pwd)""#);
+    spec.args = vec!["first".into(), "second".into()];
+    spec.env = vec![
+        ("GREETING".into(), "hi there".into()),
+        ("HOSTNAME".into(), "overridden".into()),
+    ];
+    spec.working_dir = Some("/tmp".into());
+    assert_eq!(run(spec).await, "overridden|hi there|first|second|/tmp\n");
+
+    // The image's ENTRYPOINT is `sh -c` and its CMD `echo image-default`.
+    assert_eq!(run(container("defaults", &[])).await, "image-default\n");
+    let mut args_only = container("args", &[]);
+    args_only.args = vec!["echo from-args".into()];
+    assert_eq!(run(args_only).await, "from-args\n");
+    // A command alone runs without the image's CMD.
+    assert_eq!(
+        run(sh("command", r#"echo "from-command $# $1""#)).await,
+        "from-command 0 \n"
+    );
+
+    let missing_program = container("missing", &["/no/such/program"]);
+    let missing_in_path = container("notinpath", &["no-such-program"]);
+    let mut missing_image = sh("noimage", "true");
+    missing_image.image = "flotilla-test-no-such-image:1".into();
+    let mut bad_mount = sh("badmount", "true");
+    bad_mount.mounts = vec![mount("nope", "/x", false)];
+    let mut bad_host_path = sh("badhost", "true");
+    bad_host_path.mounts = vec![mount("gone", "/x", false)];
+    let bad_pod = rt
+        .create_sandbox(&sandbox(
+            "env-2",
+            vec![volume(
+                "gone",
+                VolumeSource::HostPath {
+                    path: s.dir.path().join("no-such-dir"),
+                },
+            )],
+        ))
+        .await
+        .unwrap();
+    for (pod, spec) in [
+        (&pod, missing_program),
+        (&pod, missing_in_path),
+        (&pod, missing_image),
+        (&pod, bad_mount),
+        (&bad_pod, bad_host_path),
+    ] {
+        let result = rt.start_container(pod, &spec, 0).await;
+        assert!(
+            matches!(result, Err(RuntimeError::Start { .. })),
+            "{}: {result:?}",
+            spec.name
+        );
+    }
+    assert!(
+        !s.dir.path().join("no-such-dir").exists(),
+        "a host path is never made"
+    );
+    assert_eq!(
+        containers_of(&s.docker, &s.owner, "container").await.len(),
+        4,
+        "failed starts leave no container"
+    );
+    assert!(matches!(
+        rt.start_container(&pod_id("nobody"), &sh("x", "true"), 0)
+            .await,
+        Err(RuntimeError::NoSandbox(_))
+    ));
+    rt.remove_sandbox(&pod).await.unwrap();
+    rt.remove_sandbox(&bad_pod).await.unwrap();
+}
+
+fn pod_id(uid: &str) -> SandboxId {
+    SandboxId(uid.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_signals_are_reported() {
+    let Some(s) = setup("exit").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox("exit-1", Vec::new()))
+        .await
+        .unwrap();
+    let cases: &[(&str, i32, Option<i32>)] = &[
+        ("true", 0, None),
+        ("exit 3", 3, None),
+        ("kill -TERM $$", 143, Some(15)),
+        ("kill -KILL $$", 137, Some(9)),
+    ];
+    for (i, (script, code, signal)) in cases.iter().enumerate() {
+        let before = now_ms();
+        let id = rt
+            .start_container(&pod, &sh(&format!("c{i}"), script), 0)
+            .await
+            .unwrap();
+        let exit = wait_exit(rt, &id).await;
+        assert_eq!(
+            (exit.exit_code, exit.signal, exit.oom_killed),
+            (*code, *signal, false),
+            "{script}"
+        );
+        // The engine's clock is the host's; allow for its rounding.
+        assert!(
+            exit.started_at_unix_ms + 1_000 >= before
+                && exit.finished_at_unix_ms >= exit.started_at_unix_ms
+                && exit.finished_at_unix_ms <= now_ms() + 1_000,
+            "{script}: {exit:?} (before {before})"
+        );
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_terms_then_kills_after_grace() {
+    let Some(s) = setup("stop").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox("stop-1", Vec::new()))
+        .await
+        .unwrap();
+    let polite = sh(
+        "polite",
+        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let stubborn = sh(
+        "stubborn",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+    );
+    let polite_id = rt.start_container(&pod, &polite, 0).await.unwrap();
+    let stubborn_id = rt.start_container(&pod, &stubborn, 0).await.unwrap();
+    wait_log(rt, &polite_id, "ready").await;
+    wait_log(rt, &stubborn_id, "ready").await;
+
+    let started = Instant::now();
+    rt.stop_container(&polite_id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let exit = wait_exit(rt, &polite_id).await;
+    assert_eq!((exit.exit_code, exit.signal), (0, None));
+    assert!(logs(rt, &polite_id).await.contains("bye"));
+
+    let started = Instant::now();
+    rt.stop_container(&stubborn_id, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(matches!(
+        rt.container_state(&stubborn_id).await.unwrap(),
+        ContainerState::Exited(ExitStatus {
+            exit_code: 137,
+            signal: Some(9),
+            ..
+        })
+    ));
+
+    // Stopping what is stopped or gone succeeds.
+    rt.stop_container(&stubborn_id, Duration::ZERO)
+        .await
+        .unwrap();
+    rt.stop_container(&ContainerId("0".repeat(64)), Duration::ZERO)
+        .await
+        .unwrap();
+    rt.stop_container(&ContainerId("not-an-id".into()), Duration::ZERO)
+        .await
+        .unwrap();
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_kills_a_hog_and_reports_it() {
+    let Some(s) = setup("oom").await else {
+        return;
+    };
+    let rt = &s.rt;
+    assert!(rt.capabilities().memory_limits && rt.capabilities().cpu_limits);
+    let pod = rt
+        .create_sandbox(&sandbox("oom-1", Vec::new()))
+        .await
+        .unwrap();
+    let cases: &[(&str, usize, bool)] = &[("hog", 200, true), ("modest", 10, false)];
+    for (name, mib, oom) in cases {
+        let script = format!("my $x = 'a' x ({mib} << 20); print length($x), qq(\\n);");
+        let mut spec = container(name, &["/bin/perl", "-e", &script]);
+        spec.memory_limit_bytes = Some(50 << 20);
+        spec.cpu_limit_millis = Some(500);
+        let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+        let exit = wait_exit(rt, &id).await;
+        assert_eq!(exit.oom_killed, *oom, "{name}: {exit:?}");
+        if *oom {
+            assert_eq!((exit.exit_code, exit.signal), (137, Some(9)), "{name}");
+        } else {
+            assert_eq!(exit.exit_code, 0, "{name}: {}", logs(rt, &id).await);
+        }
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_keep_the_empty_dir_and_the_previous_log() {
+    let Some(s) = setup("restart").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox(
+            "restart-1",
+            vec![volume("data", VolumeSource::EmptyDir)],
+        ))
+        .await
+        .unwrap();
+    let mut app = sh("app", "echo run >> /data/runs; cat /data/runs; echo done");
+    app.mounts = vec![mount("data", "/data", false)];
+
+    let first = rt.start_container(&pod, &app, 0).await.unwrap();
+    wait_exit(rt, &first).await;
+    assert_eq!(logs(rt, &first).await, "run\ndone\n");
+    assert!(
+        rt.read_logs(&first, true, None).await.is_err(),
+        "attempt 0 has no previous"
+    );
+
+    let second = rt.start_container(&pod, &app, 1).await.unwrap();
+    wait_exit(rt, &second).await;
+    assert_eq!(
+        logs(rt, &second).await,
+        "run\nrun\ndone\n",
+        "the emptyDir stays"
+    );
+    assert_eq!(
+        rt.read_logs(&second, true, None).await.unwrap(),
+        b"run\ndone\n"
+    );
+    assert_eq!(
+        rt.read_logs(&second, false, Some(2)).await.unwrap(),
+        b"run\ndone\n"
+    );
+    assert_eq!(
+        rt.read_logs_from(&second, 0).await.unwrap(),
+        (b"run\nrun\ndone\n".to_vec(), 13)
+    );
+    assert_eq!(
+        rt.read_logs_from(&second, 13).await.unwrap(),
+        (Vec::new(), 13)
+    );
+
+    let third = rt.start_container(&pod, &app, 2).await.unwrap();
+    wait_exit(rt, &third).await;
+    assert_eq!(
+        rt.read_logs(&third, true, Some(1)).await.unwrap(),
+        b"done\n"
+    );
+    assert!(
+        matches!(
+            rt.container_state(&first).await,
+            Err(RuntimeError::NoContainer(_))
+        ),
+        "attempts before the previous one are removed"
+    );
+    assert!(matches!(
+        rt.container_state(&second).await.unwrap(),
+        ContainerState::Exited(_)
+    ));
+
+    // A running attempt is never replaced.
+    let mut long = sh("long", "sleep 1000");
+    long.mounts = app.mounts.clone();
+    let running = rt.start_container(&pod, &long, 0).await.unwrap();
+    assert!(matches!(
+        rt.start_container(&pod, &long, 1).await,
+        Err(RuntimeError::Start { .. })
+    ));
+    rt.stop_container(&running, Duration::ZERO).await.unwrap();
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_take_both_streams_and_are_bounded() {
+    let Some(s) = setup_with("logs", |o| o.log_limit_bytes = 4096).await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox("logs-1", Vec::new()))
+        .await
+        .unwrap();
+    // Both streams reach the log, through pipes of their own: their lines
+    // keep their order within a stream only.
+    let both = rt
+        .start_container(&pod, &sh("both", "echo out; echo err >&2"), 0)
+        .await
+        .unwrap();
+    wait_exit(rt, &both).await;
+    let mut lines: Vec<String> = logs(rt, &both).await.lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["err", "out"]);
+
+    let chatty = rt
+        .start_container(
+            &pod,
+            &sh(
+                "chatty",
+                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
+            ),
+            0,
+        )
+        .await
+        .unwrap();
+    wait_exit(rt, &chatty).await;
+    let text = logs(rt, &chatty).await;
+    assert!(text.len() <= 4096, "{} bytes kept", text.len());
+    assert!(text.ends_with("line-1999\n"), "{text}");
+    assert!(text.starts_with("line-"), "{text}");
+    assert_eq!(
+        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
+        b"line-1999\n"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_inside_the_container() {
+    let Some(s) = setup("exec").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let pod = rt
+        .create_sandbox(&sandbox(
+            "exec-1",
+            vec![volume("data", VolumeSource::EmptyDir)],
+        ))
+        .await
+        .unwrap();
+    let mut spec = sh(
+        "main",
+        "echo inside > /work/marker; echo ready; exec sleep 1000",
+    );
+    spec.env = vec![("FOO".into(), "bar".into())];
+    spec.working_dir = Some("/work".into());
+    spec.mounts = vec![mount("data", "/work", false)];
+    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+    wait_log(rt, &id, "ready").await;
+
+    let out = rt
+        .exec(
+            &id,
+            &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, String::from_utf8_lossy(&out.stdout).as_ref()),
+        (0, "bar /work pod-exec-1 inside\n")
+    );
+    let out = rt
+        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()),
+        (7, b"".as_slice(), b"err\n".as_slice())
+    );
+    let out = rt
+        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let said = [out.stdout, out.stderr].concat();
+    assert!(
+        out.exit_code != 0 && String::from_utf8_lossy(&said).contains("not found"),
+        "{}: {}",
+        out.exit_code,
+        String::from_utf8_lossy(&said)
+    );
+
+    let started = Instant::now();
+    assert!(
+        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(500))
+            .await
+            .is_err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The timed-out command was killed, with what it forked.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = rt
+            .exec(
+                &id,
+                &cmd("for p in /proc/[0-9]*; do cat $p/cmdline; echo; done"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        if !out.stdout.windows(9).any(|w| w == b"sleep\x0030\x00") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exec's sleep still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    rt.stop_container(&id, Duration::ZERO).await.unwrap();
+    assert!(
+        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
+            .await
+            .is_err(),
+        "no exec in an exited container"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_sandbox_removes_everything_and_spares_host_paths() {
+    let Some(s) = setup("remove").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
+    let spec = sandbox(
+        "rm-1",
+        vec![
+            volume(
+                "host",
+                VolumeSource::HostPath {
+                    path: host.path().to_owned(),
+                },
+            ),
+            volume("scratch", VolumeSource::EmptyDir),
+        ],
+    );
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    let mut main = sh(
+        "main",
+        "echo x > /scratch/x; cat /host/keep.txt; echo; exec sleep 1000",
+    );
+    main.mounts = vec![
+        mount("host", "/host", false),
+        mount("scratch", "/scratch", false),
+    ];
+    let id = rt.start_container(&pod, &main, 0).await.unwrap();
+    wait_log(rt, &id, "precious").await;
+    let state_dir = s.dir.path().join("pods").join("rm-1");
+    assert!(state_dir.join("volumes/scratch/x").exists());
+
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(!state_dir.exists());
+    assert!(
+        containers_of(&s.docker, &s.owner, "container")
+            .await
+            .is_empty()
+    );
+    assert!(
+        containers_of(&s.docker, &s.owner, "sandbox")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert!(matches!(
+        rt.container_state(&id).await,
+        Err(RuntimeError::NoContainer(_))
+    ));
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(rt.list_sandboxes().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_are_found_again_by_their_owner_only() {
+    let Some(s) = setup("adopt").await else {
+        return;
+    };
+    let spec = sandbox("adopt-1", Vec::new());
+    let pod = s.rt.create_sandbox(&spec).await.unwrap();
+    let first =
+        s.rt.start_container(&pod, &sh("main", "exit 4"), 1)
+            .await
+            .unwrap();
+    wait_exit(&s.rt, &first).await;
+    let id =
+        s.rt.start_container(&pod, &sh("main", "echo up; exec sleep 1000"), 2)
+            .await
+            .unwrap();
+    wait_log(&s.rt, &id, "up").await;
+
+    // Another owner on the same engine sees and touches nothing of it.
+    let stranger_dir = tempfile::tempdir().unwrap();
+    let stranger_owner = format!("{}-stranger", s.owner);
+    let _stranger_cleanup = Cleanup(stranger_owner.clone());
+    let stranger = runtime(&stranger_owner, stranger_dir.path(), |_| {}).await;
+    assert!(stranger.list_sandboxes().await.unwrap().is_empty());
+    assert!(matches!(
+        stranger.container_state(&id).await,
+        Err(RuntimeError::NoContainer(_))
+    ));
+    stranger.stop_container(&id, Duration::ZERO).await.unwrap();
+    stranger.remove_sandbox(&pod).await.unwrap();
+    assert!(matches!(
+        s.rt.container_state(&id).await.unwrap(),
+        ContainerState::Running { .. }
+    ));
+
+    // The same owner, as after a peer restart, finds it.
+    let again = runtime(&s.owner, s.dir.path(), |_| {}).await;
+    let found = again.list_sandboxes().await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].id.clone(), found[0].pod_uid.as_str()),
+        (pod.clone(), "adopt-1")
+    );
+    assert_eq!(found[0].containers.len(), 1, "the latest attempt only");
+    let info = &found[0].containers[0];
+    assert_eq!(
+        (info.id.clone(), info.name.as_str(), info.attempt),
+        (id.clone(), "main", 2)
+    );
+    assert!(matches!(info.state, ContainerState::Running { .. }));
+    assert_eq!(again.read_logs(&id, false, None).await.unwrap(), b"up\n");
+    assert!(matches!(
+        again.start_container(&pod, &sh("main", "true"), 3).await,
+        Err(RuntimeError::Start { .. })
+    ));
+
+    // Made again with the same spec, the running pause container is kept.
+    let pauses = containers_of(&s.docker, &s.owner, "sandbox").await;
+    again.create_sandbox(&spec).await.unwrap();
+    assert_eq!(containers_of(&s.docker, &s.owner, "sandbox").await, pauses);
+    again.stop_container(&id, Duration::ZERO).await.unwrap();
+    let next = again
+        .start_container(&pod, &sh("main", "exit 0"), 3)
+        .await
+        .unwrap();
+    assert_eq!(wait_exit(&again, &next).await.exit_code, 0);
+    assert_eq!(again.read_logs(&next, true, None).await.unwrap(), b"up\n");
+    again.remove_sandbox(&pod).await.unwrap();
+    assert!(s.rt.list_sandboxes().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ports_reach_the_pod() {
+    let Some(s) = setup("ports").await else {
+        return;
+    };
+    let rt = &s.rt;
+    let host_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut spec = sandbox("ports-1", vec![volume("www", VolumeSource::EmptyDir)]);
+    spec.host_ports = vec![(8080, host_port)];
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    // The script comes in as $0: the image's sh runs `-c script HTTP_SERVER`.
+    let mut server = sh(
+        "server",
+        r#"echo served > /www/index.txt; exec /bin/perl -e "$0" 8080 /www"#,
+    );
+    server.args = vec![HTTP_SERVER.into()];
+    server.mounts = vec![mount("www", "/www", false)];
+    rt.start_container(&pod, &server, 0).await.unwrap();
+    wait_listening(rt, &pod, 8080).await;
+    let get = move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", host_port))?;
+        stream.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::task::spawn_blocking(get).await.unwrap().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.ends_with("served\n"),
+        "{answer}"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err(),
+        "the host port is closed with the Pod"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_and_a_missing_engine() {
+    let Some(s) = setup("caps").await else {
+        return;
+    };
+    assert_eq!(s.rt.name(), "docker");
+    // The black-box tests remove what their peers leave by this label.
+    assert_eq!(flotilla_blackbox::docker_engine::LABEL_OWNER, LABEL_OWNER);
+    assert!(s.rt.pause_image().starts_with("flotilla-pause:"));
+    let caps = s.rt.capabilities();
+    assert!(caps.network_isolation && caps.filesystem_isolation);
+    assert!(
+        caps.limitations.iter().any(|l| l.contains("outlive")),
+        "{:?}",
+        caps.limitations
+    );
+
+    let mut options = DockerOptions::new("nobody", s.dir.path().join("other"));
+    options.socket = Some(s.dir.path().join("no-such.sock"));
+    let Err(e) = DockerRuntime::new(options).await else {
+        panic!("a runtime without an engine");
+    };
+    assert!(e.to_string().contains("no Docker engine answers"), "{e}");
+    let Err(e) = DockerRuntime::new(DockerOptions::new("bad owner", s.dir.path())).await else {
+        panic!("an owner with a space");
+    };
+    assert!(e.to_string().contains("owner"), "{e}");
+}
