@@ -4,11 +4,13 @@
 //! (see `docker_engine`). Each test skips, saying why, where no engine
 //! answers.
 
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flotilla_blackbox::docker_engine::{HTTP_CLIENT, HTTP_SERVER, TOOLS_IMAGE, containers_of, remove_containers_of, tools_image};
+use flotilla_blackbox::docker_engine::{
+    HTTP_CLIENT, HTTP_SERVER, TOOLS_IMAGE, containers_of, remove_containers_of, running_containers_of, tools_image,
+};
 use flotilla_blackbox::{Cluster, Options, apply, cli, name, node, phase, pods, wait_pods};
 use serde_json::Value;
 
@@ -50,6 +52,12 @@ impl Deref for DockerCluster {
     type Target = Cluster;
     fn deref(&self) -> &Cluster {
         &self.0
+    }
+}
+
+impl DerefMut for DockerCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.0
     }
 }
 
@@ -309,5 +317,55 @@ async fn a_job_pod_that_fails_twice_then_succeeds_ends_succeeded_with_two_restar
         }
         assert!(Instant::now() < deadline, "job never counted its completion: {job}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peers_containers_die_with_it() {
+    let Some(mut cluster) = DockerCluster::start("guard").await else { return };
+    let victim = cluster.node_name(2);
+    let manifest = format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: sleeper}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: sleeper}}}}
+  template:
+    metadata: {{labels: {{app: sleeper}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {victim}}}
+      containers:
+      - name: c
+        image: {TOOLS_IMAGE}
+        command: ["sleep", "3600"]
+"#
+    );
+    apply(&cluster, 1, &manifest);
+    wait_pods(&cluster, 1, "the sleeper running", SETTLE, |p| p.len() == 1 && phase(&p[0]) == "Running").await;
+    // The Pod's container and its sandbox's pause container.
+    assert_eq!(running_containers_of(&victim).unwrap().len(), 2);
+
+    // SIGKILL: the peer has no chance to stop anything itself.
+    cluster.kill(2);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let running = running_containers_of(&victim).unwrap();
+        if running.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after the peer died: {running:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted peer runs the Deployment's Pod again (the same one, or
+    // its replacement if the node was declared lost meanwhile), and the
+    // dead peer's guard leaves the new containers alone.
+    cluster.restart(2);
+    wait_pods(&cluster, 1, "the sleeper running again", SETTLE, |p| p.iter().any(|p| phase(p) == "Running")).await;
+    let deadline = Instant::now() + SETTLE;
+    while running_containers_of(&victim).unwrap().len() != 2 {
+        assert!(Instant::now() < deadline, "{:?}", running_containers_of(&victim));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

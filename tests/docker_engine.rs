@@ -192,8 +192,17 @@ fn write_tools_context(dir: &Path) -> Result<(), String> {
 
 /// The ids of every container, running or not, labelled as `owner`'s.
 pub fn containers_of(owner: &str) -> Result<Vec<String>, String> {
+    list_containers_of(owner, "--all")
+}
+
+/// The ids of the running containers labelled as `owner`'s.
+pub fn running_containers_of(owner: &str) -> Result<Vec<String>, String> {
+    list_containers_of(owner, "--filter=status=running")
+}
+
+fn list_containers_of(owner: &str, which: &str) -> Result<Vec<String>, String> {
     let filter = format!("label={LABEL_OWNER}={owner}");
-    let out = docker(&["ps", "--all", "--quiet", "--no-trunc", "--filter", &filter], ANSWER_TIMEOUT)?;
+    let out = docker(&["ps", which, "--quiet", "--no-trunc", "--filter", &filter], ANSWER_TIMEOUT)?;
     if !out.status.success() {
         return Err(format!("cannot list the containers of {owner}: {}", stderr_of(&out)));
     }

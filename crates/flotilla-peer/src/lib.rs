@@ -102,7 +102,14 @@ async fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<
         "docker" => {
             // Labelled with the node's name, so that peers sharing one
             // engine never adopt or remove each other's containers.
-            let options = flotilla_runtime::docker::DockerOptions::new(config.node_name(), config.data_dir.join("docker"));
+            let mut options = flotilla_runtime::docker::DockerOptions::new(config.node_name(), config.data_dir.join("docker"));
+            // Containers must die with the peer, as process-runtime Pods do:
+            // this same binary, as `flotilla docker-guard`, kills them.
+            let program = std::env::current_exe().map_err(|e| PeerError::Runtime(format!("cannot find this program: {e}")))?;
+            options.guard = Some(flotilla_runtime::docker::GuardCommand {
+                program,
+                args: vec!["docker-guard".into(), "--owner".into(), config.node_name()],
+            });
             let runtime = flotilla_runtime::docker::DockerRuntime::new(options)
                 .await
                 .map_err(|e| PeerError::Runtime(e.to_string()))?;
@@ -117,6 +124,12 @@ async fn open_runtime(config: &PeerConfig, clock: Arc<dyn Clock>) -> Result<Arc<
             Ok(Arc::new(runtime))
         }
     }
+}
+
+/// The docker runtime's guard (`flotilla docker-guard`): once the peer that
+/// started it is gone, kills the containers of node `owner`.
+pub async fn docker_guard(owner: &str) -> Result<usize, PeerError> {
+    flotilla_runtime::docker::guard(owner, None).await.map_err(|e| PeerError::Runtime(e.to_string()))
 }
 
 /// SIGUSR1 cuts the peer off from the others, SIGUSR2 reconnects it (see

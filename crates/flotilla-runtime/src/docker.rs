@@ -23,8 +23,14 @@
 //!
 //! # Differences from the process runtime
 //!
-//! - containers outlive a peer that dies (nothing like `PR_SET_PDEATHSIG`
-//!   reaches them): the agent removes them when the peer starts again.
+//! - nothing like `PR_SET_PDEATHSIG` reaches containers, yet a Pod must
+//!   not outlive its peer: nobody else could fence it, and the cluster
+//!   replaces it once the node is lost. So the runtime starts a *guard*
+//!   process beside the peer ([`DockerOptions::guard`], [`guard`]) that
+//!   holds the read end of a pipe only the peer writes to; when the peer
+//!   is gone, however it ended, the guard reads the end of the pipe and
+//!   kills the owner's containers. The agent removes them when the peer
+//!   starts again.
 //! - network probes connect from the host to the Pod's address on the
 //!   bridge, as Kubernetes' do: a port bound to 127.0.0.1 only answers the
 //!   Pod's own containers.
@@ -136,6 +142,17 @@ pub struct DockerOptions {
     /// Run the engine's init as each container's PID 1 (see the module
     /// documentation).
     pub init: bool,
+    /// The program that runs [`guard`] for this owner; `None` leaves
+    /// containers running when the peer dies.
+    pub guard: Option<GuardCommand>,
+}
+
+/// How to start the guard: a program that calls [`guard`] with this
+/// runtime's owner and socket.
+#[derive(Clone, Debug)]
+pub struct GuardCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
 }
 
 impl DockerOptions {
@@ -147,6 +164,7 @@ impl DockerOptions {
             log_limit_bytes: DEFAULT_LOG_LIMIT_BYTES,
             pull_images: false,
             init: true,
+            guard: None,
         }
     }
 }
@@ -164,6 +182,9 @@ pub struct DockerRuntime {
     /// Sandboxes made by this runtime, each with the spec it was made
     /// with; the lock serialises making, starting in and removing it.
     pods: Mutex<HashMap<String, Pod>>,
+    /// The guard, holding the write end of its standard input: never
+    /// written, closed by the kernel when this process ends.
+    _guard: Option<std::process::Child>,
 }
 
 type Pod = Arc<tokio::sync::Mutex<Option<SandboxSpec>>>;
@@ -232,6 +253,123 @@ fn attempt_of(labels: Option<&HashMap<String, String>>) -> Option<u32> {
 }
 
 /// The engine may still run it (or is about to).
+/// Reaches the engine at `socket` (the local default if `None`) and asks
+/// what it is.
+async fn connect(
+    socket: Option<&Path>,
+) -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
+    let place = match socket {
+        Some(path) => path.display().to_string(),
+        None => "the local default socket".to_owned(),
+    };
+    let no_engine = |e: String| other(format!("no Docker engine answers at {place}: {e}"));
+    let docker = match socket {
+        Some(path) => Docker::connect_with_unix(
+            path.to_str()
+                .ok_or_else(|| other(format!("socket path {path:?} is not UTF-8")))?,
+            REQUEST_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        ),
+        None => Docker::connect_with_local_defaults(),
+    }
+    .map_err(|e| no_engine(e.to_string()))?;
+    let answer = async {
+        // Speak the engine's API version where it is older than bollard's.
+        let docker = docker.negotiate_version().await?;
+        docker.ping().await?;
+        let info = docker.info().await?;
+        Ok::<_, bollard::errors::Error>((docker, info))
+    };
+    let (docker, info) = tokio::time::timeout(CONNECT_TIMEOUT, answer)
+        .await
+        .map_err(|_| no_engine(format!("nothing within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| no_engine(e.to_string()))?;
+
+    Ok((docker, info))
+}
+
+/// Starts the guard with a pipe as its standard input, in a process group
+/// of its own so that a Ctrl-C meant for the peer does not end it first.
+fn start_guard(command: &GuardCommand) -> Result<std::process::Child, RuntimeError> {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(&command.program)
+        .args(&command.args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            other(format!(
+                "cannot start the container guard {}: {e}",
+                command.program.display()
+            ))
+        })
+}
+
+/// Attempts at killing a dead peer's containers while the engine fails.
+const GUARD_ATTEMPTS: usize = 20;
+
+/// The guard's work: waits until standard input ends, which happens when
+/// the peer that started this process is gone, then kills every running
+/// container of `owner` created before that moment (a restarted peer's
+/// new ones are spared). Returns how many it killed.
+pub async fn guard(owner: &str, socket: Option<&Path>) -> Result<usize, RuntimeError> {
+    tokio::task::spawn_blocking(|| {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        // Nothing is ever written: this returns at the end of input, or
+        // on an error, which means the same.
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+    })
+    .await
+    .map_err(|e| other(format!("waiting for the peer to end: {e}")))?;
+    let peer_gone_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut last_error = None;
+    for _ in 0..GUARD_ATTEMPTS {
+        match kill_owned(owner, socket, peer_gone_unix_s).await {
+            Ok(killed) => return Ok(killed),
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last_error.unwrap_or_else(|| other("no attempt made")))
+}
+
+async fn kill_owned(
+    owner: &str,
+    socket: Option<&Path>,
+    created_by_unix_s: i64,
+) -> Result<usize, RuntimeError> {
+    let (docker, _) = connect(socket).await?;
+    let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={owner}")])]);
+    let options = ListContainersOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    let running = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| docker_error("cannot list containers", e))?;
+    let mut killed = 0;
+    for c in running
+        .iter()
+        .filter(|c| c.created.is_some_and(|t| t <= created_by_unix_s))
+    {
+        let Some(id) = &c.id else { continue };
+        match docker
+            .kill_container(id, None::<bollard::query_parameters::KillContainerOptions>)
+            .await
+        {
+            Ok(()) => killed += 1,
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(docker_error(&format!("cannot kill container {id}"), e)),
+        }
+    }
+    Ok(killed)
+}
+
 fn summary_running(c: &ContainerSummary) -> bool {
     matches!(
         c.state,
@@ -257,38 +395,17 @@ impl DockerRuntime {
     pub async fn new(options: DockerOptions) -> Result<Self, RuntimeError> {
         check_name("owner", &options.owner)?;
         tokio::fs::create_dir_all(&options.state_dir).await?;
-        let place = match &options.socket {
-            Some(path) => path.display().to_string(),
-            None => "the local default socket".to_owned(),
-        };
-        let no_engine = |e: String| other(format!("no Docker engine answers at {place}: {e}"));
-        let docker = match &options.socket {
-            Some(path) => Docker::connect_with_unix(
-                path.to_str()
-                    .ok_or_else(|| other(format!("socket path {path:?} is not UTF-8")))?,
-                REQUEST_TIMEOUT.as_secs(),
-                bollard::API_DEFAULT_VERSION,
-            ),
-            None => Docker::connect_with_local_defaults(),
-        }
-        .map_err(|e| no_engine(e.to_string()))?;
-        let answer = async {
-            // Speak the engine's API version where it is older than bollard's.
-            let docker = docker.negotiate_version().await?;
-            docker.ping().await?;
-            let info = docker.info().await?;
-            Ok::<_, bollard::errors::Error>((docker, info))
-        };
-        let (docker, info) = tokio::time::timeout(CONNECT_TIMEOUT, answer)
-            .await
-            .map_err(|_| no_engine(format!("nothing within {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| no_engine(e.to_string()))?;
+        let (docker, info) = connect(options.socket.as_deref()).await?;
 
         let arch = info.architecture.clone().unwrap_or_default();
         let pause_image = ensure_pause_image(&docker, &arch).await?;
-        let mut limitations = vec![
-            "containers outlive a peer that dies: they are removed when it starts again".to_owned(),
-        ];
+        let mut limitations = Vec::new();
+        if options.guard.is_none() {
+            limitations.push(
+                "containers outlive a peer that dies: they are removed when it starts again"
+                    .to_owned(),
+            );
+        }
         let memory_limits = info.memory_limit != Some(false);
         if !memory_limits {
             limitations
@@ -315,6 +432,7 @@ impl DockerRuntime {
                 limitations,
             },
             pods: Mutex::new(HashMap::new()),
+            _guard: options.guard.as_ref().map(start_guard).transpose()?,
         })
     }
 

@@ -30,6 +30,13 @@ struct Cli {
 enum Command {
     /// Run this machine's peer.
     Peer(peer::PeerArgs),
+    /// Started by a peer with the docker runtime: kills the node's
+    /// containers once that peer is gone.
+    #[command(hide = true)]
+    DockerGuard {
+        #[arg(long)]
+        owner: String,
+    },
     /// Start a local cluster of peers on loopback, each its own process.
     Up(up::UpArgs),
     /// Inspect the cluster.
@@ -104,6 +111,13 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Peer(args) => peer::run(args, cli.log_json).await,
+            Command::DockerGuard { owner } => {
+                let killed = flotilla_peer::docker_guard(&owner).await?;
+                if killed > 0 {
+                    eprintln!("flotilla docker-guard: the peer of node {owner} is gone; killed its {killed} containers");
+                }
+                Ok(())
+            }
             Command::Up(args) => {
                 init_logging(cli.log_json);
                 up::run(args).await
