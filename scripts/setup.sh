@@ -13,6 +13,8 @@ elif ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/
   exit 1
 fi
 command -v cc >/dev/null || need_apt+=(build-essential)
+# scripts/image.sh strips the binary it puts in the image.
+command -v objcopy >/dev/null || need_apt+=(binutils)
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]}" >&2
   sudo_cmd=()

@@ -1,0 +1,117 @@
+//! The five-peer Docker Compose cluster of `docker-compose.yml`, from the
+//! image `scripts/image.sh` builds out of the binary under test. Skips,
+//! saying why, where no Docker engine or `docker-compose` answers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use flotilla_blackbox::{Client, cli, flotilla_bin};
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// One compose project, taken down with its volumes when dropped (also
+/// when the test fails).
+struct Project {
+    name: String,
+    host_ip: String,
+}
+
+impl Project {
+    fn compose(&self, args: &[&str]) -> Output {
+        Command::new("docker-compose")
+            .arg("--project-name")
+            .arg(&self.name)
+            .arg("--file")
+            .arg(repo().join("docker-compose.yml"))
+            .args(args)
+            .env("FLOTILLA_HOST_IP", &self.host_ip)
+            .output()
+            .expect("running docker-compose")
+    }
+
+    fn addr(&self, peer: u64) -> String {
+        format!("{}:{}", self.host_ip, 7000 + peer)
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let out = self.compose(&["down", "--volumes", "--timeout", "5"]);
+        if !out.status.success() {
+            eprintln!("docker-compose down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_peers_from_docker_compose_elect_one_leader_and_run_the_seed_job() {
+    match Command::new("docker-compose").arg("version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => {
+            println!("skipped: docker-compose does not run here");
+            return;
+        }
+    }
+    if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
+        println!("skipped: no Docker engine answers");
+        return;
+    }
+    let image = Command::new("bash").arg(repo().join("scripts/image.sh")).arg(flotilla_bin()).output().expect("running scripts/image.sh");
+    ok(&image, "scripts/image.sh");
+
+    let project = Project {
+        name: format!("flotilla-test-{}", std::process::id()),
+        host_ip: format!("127.{}.{}.{}", rand::random_range(1..255u8), rand::random_range(1..255u8), rand::random_range(2..255u8)),
+    };
+    ok(&project.compose(&["up", "--detach"]), "docker-compose up");
+
+    // Every peer, asked through its published port, names the same leader
+    // of five voters.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut leaders = Vec::new();
+        for peer in 1..=5 {
+            let status = match Client::connect(&project.addr(peer)).await {
+                Ok(mut c) => c.local_status().await.ok(),
+                Err(_) => None,
+            };
+            leaders.push(status.filter(|s| s.has_leader && s.voters.len() == 5).map(|s| s.leader));
+        }
+        if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}\n{}", ok(&project.compose(&["logs", "--tail", "20"]), "logs"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let table = ok(&cli(&project.addr(3), &["cluster", "status"], None), "cluster status");
+    let rows = table.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit()));
+    let leaders = rows.filter(|l| l.split_whitespace().nth(2) == Some("leader")).count();
+    assert_eq!(leaders, 1, "{table}");
+
+    // The seed's Job runs in one of the containers; its output reaches the
+    // CLI through any peer.
+    let job = std::fs::read_to_string(repo().join("crates/flotilla-api/tests/golden/job.yaml")).unwrap();
+    ok(&cli(&project.addr(1), &["apply", "-f", "-"], Some(&job)), "apply");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let pods = ok(&cli(&project.addr(5), &["get", "pods", "-o", "name"], None), "get pods");
+        if let Some(pod) = pods.lines().next().map(|l| l.trim_start_matches("pod/").to_string()) {
+            let out = cli(&project.addr(2), &["logs", &pod], None);
+            if String::from_utf8_lossy(&out.stdout).contains("Hello, Kubernetes!") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the seed Job printed nothing\n{}", ok(&project.compose(&["logs", "--tail", "20"]), "logs"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
