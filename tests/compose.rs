@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use flotilla_blackbox::{Client, cli, flotilla_bin};
+use flotilla_blackbox::{Client, Expect, cli, config_map, flotilla_bin, key, value_of};
+use flotilla_chaos::nemesis::{Container, heal_all, partition};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -53,46 +54,58 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_peers_from_docker_compose_elect_one_leader_and_run_the_seed_job() {
+/// Builds the image and brings the project up, or says why it cannot be
+/// done here and returns `None`.
+fn start() -> Option<Project> {
     match Command::new("docker-compose").arg("version").output() {
         Ok(out) if out.status.success() => {}
         _ => {
             println!("skipped: docker-compose does not run here");
-            return;
+            return None;
         }
     }
     if !Command::new("docker").arg("info").output().is_ok_and(|o| o.status.success()) {
         println!("skipped: no Docker engine answers");
-        return;
+        return None;
     }
     let image = Command::new("bash").arg(repo().join("scripts/image.sh")).arg(flotilla_bin()).output().expect("running scripts/image.sh");
     ok(&image, "scripts/image.sh");
-
     let project = Project {
         name: format!("flotilla-test-{}", std::process::id()),
         host_ip: format!("127.{}.{}.{}", rand::random_range(1..255u8), rand::random_range(1..255u8), rand::random_range(2..255u8)),
     };
     ok(&project.compose(&["up", "--detach"]), "docker-compose up");
+    Some(project)
+}
 
-    // Every peer, asked through its published port, names the same leader
-    // of five voters.
+/// Waits until every peer of `peers`, asked through its published port,
+/// names the same leader of five voters, and returns it.
+async fn agreed_leader(project: &Project, peers: &[u64]) -> u64 {
     let deadline = Instant::now() + SETTLE;
     loop {
         let mut leaders = Vec::new();
-        for peer in 1..=5 {
-            let status = match Client::connect(&project.addr(peer)).await {
+        for peer in peers {
+            let status = match Client::connect(&project.addr(*peer)).await {
                 Ok(mut c) => c.local_status().await.ok(),
                 Err(_) => None,
             };
             leaders.push(status.filter(|s| s.has_leader && s.voters.len() == 5).map(|s| s.leader));
         }
-        if leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
-            break;
+        if let Some(Some(leader)) = leaders.first()
+            && leaders.iter().all(|l| *l == Some(*leader))
+            && peers.contains(leader)
+        {
+            return *leader;
         }
         assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}\n{}", ok(&project.compose(&["logs", "--tail", "20"]), "logs"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_peers_from_docker_compose_elect_one_leader_and_run_the_seed_job() {
+    let Some(project) = start() else { return };
+    agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
     let table = ok(&cli(&project.addr(3), &["cluster", "status"], None), "cluster status");
     let rows = table.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit()));
     let leaders = rows.filter(|l| l.split_whitespace().nth(2) == Some("leader")).count();
@@ -113,5 +126,56 @@ async fn five_peers_from_docker_compose_elect_one_leader_and_run_the_seed_job() 
         }
         assert!(Instant::now() < deadline, "the seed Job printed nothing\n{}", ok(&project.compose(&["logs", "--tail", "20"]), "logs"));
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_minority_cannot_commit_and_catches_up_after_the_heal() {
+    let Some(project) = start() else { return };
+    let leader = agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
+    let container = |peer: u64| {
+        let id = ok(&project.compose(&["ps", "--quiet", &format!("peer{peer}")]), "docker-compose ps");
+        Container::inspect(id.trim()).unwrap()
+    };
+    // The leader and one follower on the small side: the leader must lose
+    // its lease there.
+    let minority: Vec<u64> = [leader].into_iter().chain((1..=5).filter(|p| *p != leader).take(1)).collect();
+    let majority: Vec<u64> = (1..=5).filter(|p| !minority.contains(p)).collect();
+    let small: Vec<Container> = minority.iter().map(|p| container(*p)).collect();
+    let large: Vec<Container> = majority.iter().map(|p| container(*p)).collect();
+    partition(&small.iter().collect::<Vec<_>>(), &large.iter().collect::<Vec<_>>()).unwrap();
+
+    // Nothing written through the small side is acknowledged.
+    let mut through_minority = Client::connect(&project.addr(minority[1])).await.unwrap();
+    let write = through_minority.put(key("ConfigMap", "default", "minority"), config_map("lost"), Expect::Anything);
+    let outcome = tokio::time::timeout(Duration::from_secs(5), write).await;
+    assert!(!matches!(outcome, Ok(Ok(_))), "a write through the isolated minority was acknowledged: {outcome:?}");
+
+    // The large side elects a leader of its own and commits.
+    let new_leader = agreed_leader(&project, &majority).await;
+    assert!(majority.contains(&new_leader));
+    let mut through_majority = Client::connect(&project.addr(majority[0])).await.unwrap();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let write = through_majority.put(key("ConfigMap", "default", "majority"), config_map("kept"), Expect::Anything);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), write).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the majority never committed");
+    }
+    let read = through_majority.get(key("ConfigMap", "default", "minority"), false).await.unwrap();
+    assert_eq!(read, None, "the minority's write was committed");
+
+    // After the heal the small side learns what the large side committed.
+    heal_all(&small.iter().chain(large.iter()).collect::<Vec<_>>()).unwrap();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(3), through_minority.get(key("ConfigMap", "default", "majority"), false)).await;
+        if let Ok(Ok(Some(json))) = read {
+            assert_eq!(value_of(&json), "kept");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the healed minority never caught up: {read:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
