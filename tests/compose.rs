@@ -54,9 +54,9 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Builds the image and brings the project up, or says why it cannot be
-/// done here and returns `None`.
-fn start() -> Option<Project> {
+/// Builds the image for a new project, or says why it cannot be done here
+/// and returns `None`.
+fn prepare() -> Option<Project> {
     match Command::new("docker-compose").arg("version").output() {
         Ok(out) if out.status.success() => {}
         _ => {
@@ -70,10 +70,15 @@ fn start() -> Option<Project> {
     }
     let image = Command::new("bash").arg(repo().join("scripts/image.sh")).arg(flotilla_bin()).output().expect("running scripts/image.sh");
     ok(&image, "scripts/image.sh");
-    let project = Project {
+    Some(Project {
         name: format!("flotilla-test-{}", std::process::id()),
         host_ip: format!("127.{}.{}.{}", rand::random_range(1..255u8), rand::random_range(1..255u8), rand::random_range(2..255u8)),
-    };
+    })
+}
+
+/// `prepare`, then brings the project up.
+fn start() -> Option<Project> {
+    let project = prepare()?;
     ok(&project.compose(&["up", "--detach"]), "docker-compose up");
     Some(project)
 }
@@ -178,4 +183,41 @@ async fn an_isolated_minority_cannot_commit_and_catches_up_after_the_heal() {
         assert!(Instant::now() < deadline, "the healed minority never caught up: {read:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Runs the chaos binary against a compose project of its own.
+fn chaos(project: &Project, out: &Path, extra: &[&str]) -> Output {
+    let program = flotilla_bin().with_file_name("flotilla-chaos");
+    Command::new(program)
+        .args(["--time-limit", "15", "--seed", "1", "--clients", "6", "--project", &project.name, "--host-ip", &project.host_ip])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("running flotilla-chaos")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaos_smoke_run_is_valid_and_stale_reads_are_caught() {
+    // The chaos runner brings the project up and down itself.
+    let Some(project) = prepare() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let run = chaos(&project, out.path(), &["--nemesis", "partition,kill,pause"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{text}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("1/results.json")).unwrap()).unwrap();
+    assert_eq!(results["valid"], "valid", "{results}");
+    assert!(results["ok"].as_u64().unwrap() > 100, "{results}");
+    assert!(results["faults"].as_u64().unwrap() >= 1, "{results}");
+    let history = std::fs::read_to_string(out.path().join("1/history.jsonl")).unwrap();
+    assert!(history.lines().count() as u64 >= 2 * results["ok"].as_u64().unwrap());
+
+    // Reads from a replica's own state are not linearizable: the checker
+    // must say so, with a counter-example.
+    let stale_out = tempfile::tempdir().unwrap();
+    let run = chaos(&project, stale_out.path(), &["--nemesis", "partition", "--stale-reads"]);
+    assert!(!run.status.success(), "stale reads passed the checker");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stale_out.path().join("1/results.json")).unwrap()).unwrap();
+    assert_eq!(results["valid"], "invalid", "{results}");
+    assert_eq!(results["linearizability"]["counter_example"]["f"], "read", "{results}");
 }
