@@ -53,7 +53,8 @@ pub enum VolumeSource {
 pub struct ContainerSpec {
     pub name: String,
     /// Recorded by the process runtime (commands come from the host);
-    /// pulled and run by the docker runtime.
+    /// run by the docker runtime (from images the engine has; pulled only
+    /// where `DockerOptions::pull_images` says so).
     pub image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
