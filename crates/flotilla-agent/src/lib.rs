@@ -248,6 +248,11 @@ struct Shared {
     calls: Semaphore,
     stops: Semaphore,
     fenced: AtomicBool,
+    /// Until when this node may start containers, as the peer last renewed
+    /// it (`None`: no limit). A fence follows its expiry, but a Pod worker
+    /// whose back-off ends in between (say the moment a frozen machine
+    /// thaws) must not start a container first.
+    lease_until: Mutex<Option<tokio::time::Instant>>,
     /// True once the leftovers of a previous run are gone.
     cleaned: watch::Receiver<bool>,
     state: Mutex<State>,
@@ -282,6 +287,7 @@ impl Agent {
             calls: Semaphore::new(MAX_RUNTIME_CALLS),
             stops: Semaphore::new(MAX_STOPS),
             fenced: AtomicBool::new(false),
+            lease_until: Mutex::new(None),
             cleaned,
             state: Mutex::new(State::default()),
             sink: sink.clone(),
@@ -370,6 +376,11 @@ impl Agent {
 
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Lets containers start until `until` (and no later) while unfenced.
+    pub fn renew_lease(&self, until: tokio::time::Instant) {
+        *lock(&self.shared.lease_until) = Some(until);
     }
 
     async fn stop_all(&self, reason: StopReason) {
@@ -683,9 +694,23 @@ fn detail(output: &ExecOutput) -> String {
     }
 }
 
+impl Shared {
+    /// Whether a sandbox or container may start now.
+    fn may_start(&self) -> bool {
+        !self.fenced.load(Ordering::SeqCst) && lock(&self.lease_until).is_none_or(|until| tokio::time::Instant::now() < until)
+    }
+}
+
+/// Why a start was refused when the node holds no lease.
+const NO_LEASE: &str = "not started: this node holds no lease from a leader (fencing)";
+
 async fn perform(shared: &Shared, action: RuntimeAction) -> Vec<Observation> {
     let rt = &shared.runtime;
     match action {
+        RuntimeAction::CreateSandbox(_) if !shared.may_start() => vec![Observation::SandboxFailed(NO_LEASE.into())],
+        RuntimeAction::StartContainer { target, .. } if !shared.may_start() => {
+            vec![Observation::ContainerStartFailed { target, message: NO_LEASE.into() }]
+        }
         RuntimeAction::CreateSandbox(spec) => {
             let _permit = shared.calls.acquire().await;
             match limited(CALL_TIMEOUT, rt.create_sandbox(&spec)).await {

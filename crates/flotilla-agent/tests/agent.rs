@@ -397,3 +397,26 @@ async fn shutdown_stops_every_pod_and_closes_the_reports() {
         .await
         .expect("the channel closes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_container_starts_once_the_lease_has_run_out() {
+    let (agent, mut rx, runtime) = start(config());
+    agent.renew_lease(tokio::time::Instant::now() + Duration::from_secs(10));
+    // Exits a second after each start; restarted by policy after back-off.
+    agent.sync(vec![pod("u1", "Always", &[("FAKE_EXIT_AFTER_MS", "1000"), ("FAKE_EXIT_CODE", "1")])]);
+    running(&mut rx, &["u1"]).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let started = runtime.containers_started();
+    assert!(started >= 2, "restarted while the lease held: {started}");
+
+    // The lease runs out without a fence (the watchdog has not run yet, as
+    // when a frozen machine thaws): back-offs that end now start nothing.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(runtime.containers_started(), started, "a container started without a lease");
+    assert_eq!(runtime.running_container_count(), 0);
+
+    agent.renew_lease(tokio::time::Instant::now() + Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(runtime.containers_started() > started, "a renewed lease lets the Pod run again");
+    agent.shutdown().await;
+}

@@ -138,6 +138,17 @@ pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: wa
             }
             Err(_) => continue,
         }
+        // An answer after the fence window has passed (a frozen machine
+        // thawing, a partition healing) comes too late: the leader may have
+        // declared this node lost and replaced its Pods meanwhile. Fence
+        // first, whichever task the wake-up ran first.
+        let fence_after = Duration::from_millis(core.config.timing.fence_after_ms);
+        let previous = *answered_tx.borrow();
+        if previous.is_some_and(|p| p.elapsed() >= fence_after) && !agent.is_fenced() {
+            tracing::warn!("a leader answered only after the fence window: killing every Pod on this node (fencing)");
+            agent.fence().await;
+        }
+        agent.renew_lease((sent + fence_after).into());
         answered_tx.send_replace(Some(sent));
         if agent.is_fenced() {
             match caught_up(&core, &node_name).await {
@@ -166,8 +177,10 @@ async fn fence_watchdog(
         match last {
             Some(sent) if !agent.is_fenced() => {
                 tokio::select! {
+                    // The deadline first: when a thaw makes both ready, the
+                    // late answer must not win.
+                    biased;
                     _ = stop.changed() => return,
-                    _ = answered.changed() => {}
                     _ = tokio::time::sleep_until((sent + fence_after).into()) => {
                         tracing::warn!(
                             "no leader with a valid lease answered for {} ms: killing every Pod on this node (fencing)",
@@ -175,6 +188,7 @@ async fn fence_watchdog(
                         );
                         agent.fence().await;
                     }
+                    _ = answered.changed() => {}
                 }
             }
             _ => {
