@@ -55,6 +55,10 @@ pub struct FaultsConfig {
     /// still reach it. Off by default, so a stray signal cannot partition a
     /// production peer.
     pub signals: bool,
+    /// The peer's clock runs ahead (or behind, if negative) by the number of
+    /// milliseconds in `<data_dir>/clock-offset-ms`, re-read as it changes.
+    /// Peers that share one host's clock get different times this way.
+    pub clock: bool,
 }
 
 /// The machine this peer runs Pods on.

@@ -114,7 +114,9 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         }
         // Everything applied so far is in the state this round reads.
         while events.try_recv().is_ok() {}
-        let now = clock.now_unix_ms();
+        // A leader whose clock is behind its predecessor's still decides
+        // with the cluster's time, so deadlines and back-offs never rewind.
+        let now = clock.now_unix_ms().max(core.store.read(|s| s.time_unix_ms()));
         let metrics = core.raft.metrics().borrow_watched().clone();
         let leading_term = (metrics.current_leader == Some(core.id)).then_some(metrics.current_term);
         let Some(leader_since) = core.liveness.set_leading(leading_term) else { continue };

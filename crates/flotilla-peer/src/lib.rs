@@ -132,6 +132,10 @@ pub async fn docker_guard(owner: &str) -> Result<usize, PeerError> {
     flotilla_runtime::docker::guard(owner, None).await.map_err(|e| PeerError::Runtime(e.to_string()))
 }
 
+/// Where `FaultsConfig::clock` reads the clock's offset, in the data
+/// directory.
+pub const CLOCK_OFFSET_FILE: &str = "clock-offset-ms";
+
 /// SIGUSR1 cuts the peer off from the others, SIGUSR2 reconnects it (see
 /// `FaultsConfig::signals`).
 async fn isolate_on_signals(channels: Channels) {
@@ -186,7 +190,11 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, state_machine)
         .await
         .map_err(|e| PeerError::Raft(e.to_string()))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+    let system_clock = Arc::new(SystemClock::default());
+    if config.faults.clock {
+        tokio::spawn(system_clock.clone().follow_offset_file(data_dir.join(CLOCK_OFFSET_FILE)));
+    }
+    let clock: Arc<dyn Clock> = system_clock;
     let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
     let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock.clone());
     let runtime = open_runtime(&config, clock.clone()).await?;

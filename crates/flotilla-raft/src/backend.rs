@@ -17,7 +17,8 @@ pub enum Cf {
     Meta,
     /// Applied objects by encoded object key.
     Objects,
-    /// Applied-state metadata: last applied log id, membership, revision.
+    /// Applied-state metadata: last applied log id, membership, revision,
+    /// cluster time.
     Applied,
 }
 

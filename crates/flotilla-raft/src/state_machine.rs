@@ -25,6 +25,7 @@ use crate::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_REVISION: &[u8] = b"revision";
+const KEY_TIME: &[u8] = b"time";
 
 /// Batches of events buffered for watchers. A watcher that falls further
 /// behind catches up from the store's history instead.
@@ -119,6 +120,7 @@ impl StateMachine {
         let membership: StoredMembership =
             backend.get(Cf::Applied, KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
         let revision: u64 = backend.get(Cf::Applied, KEY_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
+        let time_unix_ms: u64 = backend.get(Cf::Applied, KEY_TIME)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let mut objects = Vec::new();
         let mut from = Vec::new();
         loop {
@@ -136,7 +138,7 @@ impl StateMachine {
                 break;
             }
         }
-        let mut store = ObjectStore::restore(StoreSnapshot { revision, objects }, history_limit);
+        let mut store = ObjectStore::restore(StoreSnapshot { revision, time_unix_ms, objects }, history_limit);
         store.set_admission(admission);
         let current_snapshot = match &snapshot_path {
             Some(path) if path.exists() => {
@@ -237,6 +239,7 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
             batch.put(Cf::Applied, KEY_LAST_APPLIED, encode(&a.last_applied));
             batch.put(Cf::Applied, KEY_MEMBERSHIP, encode(&a.membership));
             batch.put(Cf::Applied, KEY_REVISION, encode(&a.store.revision()));
+            batch.put(Cf::Applied, KEY_TIME, encode(&a.store.time_unix_ms()));
             self.shared.backend.write(batch, false)?;
             // Published under the lock, so a subscriber sees each event either
             // in the history it reads or on the channel, never both or neither.
@@ -268,6 +271,7 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
         batch.put(Cf::Applied, KEY_LAST_APPLIED, encode(&meta.last_log_id));
         batch.put(Cf::Applied, KEY_MEMBERSHIP, encode(&meta.last_membership));
         batch.put(Cf::Applied, KEY_REVISION, encode(&store_snapshot.revision));
+        batch.put(Cf::Applied, KEY_TIME, encode(&store_snapshot.time_unix_ms));
         let revision = store_snapshot.revision;
         {
             let mut a = self.shared.applied.write().expect("applied state lock");

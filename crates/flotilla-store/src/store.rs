@@ -68,6 +68,8 @@ pub enum ReadError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreSnapshot {
     pub revision: u64,
+    /// The cluster's time as of `revision` (see `ObjectStore::time_unix_ms`).
+    pub time_unix_ms: u64,
     pub objects: Vec<(ObjectKey, StoredObject)>,
 }
 
@@ -86,6 +88,11 @@ pub struct ObjectStore {
     objects: BTreeMap<ObjectKey, StoredObject>,
     /// The cluster-wide revision: bumped once for every change.
     revision: u64,
+    /// The cluster's time: the latest time any applied command carried.
+    /// Commands are stamped by whichever peer leads, whose clock may be
+    /// behind the previous leader's; taking the maximum keeps timestamps in
+    /// revision order, so a deadline or a creation time never moves back.
+    time_unix_ms: u64,
     history: VecDeque<Event>,
     history_limit: usize,
     /// Events at or below this revision are no longer in `history`.
@@ -112,6 +119,7 @@ impl ObjectStore {
         Self {
             objects: BTreeMap::new(),
             revision: 0,
+            time_unix_ms: 0,
             history: VecDeque::new(),
             history_limit,
             compacted: 0,
@@ -134,6 +142,7 @@ impl ObjectStore {
     pub fn restore(snapshot: StoreSnapshot, history_limit: usize) -> Self {
         let mut store = Self::new(history_limit);
         store.revision = snapshot.revision;
+        store.time_unix_ms = snapshot.time_unix_ms;
         store.compacted = snapshot.revision;
         for (key, object) in snapshot.objects {
             assert!(object.mod_revision <= snapshot.revision, "object {key} is newer than the store");
@@ -149,12 +158,18 @@ impl ObjectStore {
     pub fn snapshot(&self) -> StoreSnapshot {
         StoreSnapshot {
             revision: self.revision,
+            time_unix_ms: self.time_unix_ms,
             objects: self.objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         }
     }
 
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The cluster's time: never less than at any earlier revision.
+    pub fn time_unix_ms(&self) -> u64 {
+        self.time_unix_ms
     }
 
     pub fn history_limit(&self) -> usize {
@@ -211,8 +226,9 @@ impl ObjectStore {
     pub fn apply(&mut self, command: &Command) -> (CommandResult, Vec<Event>) {
         let mut results = Vec::with_capacity(command.ops.len());
         let mut events = Vec::new();
+        self.time_unix_ms = self.time_unix_ms.max(command.time_unix_ms);
         for op in &command.ops {
-            let result = self.apply_op(op, command.time_unix_ms);
+            let result = self.apply_op(op, self.time_unix_ms);
             if result.is_ok() {
                 let event = self.history.back().expect("a successful op records an event");
                 debug_assert_eq!(event.revision, self.revision);
@@ -594,6 +610,24 @@ mod tests {
         let events = s.events_after(0, 100).unwrap();
         let kinds: Vec<_> = events.iter().map(|e| (e.revision, e.event_type, e.key.name.as_str())).collect();
         assert_eq!(kinds, vec![(1, EventType::Added, "a"), (2, EventType::Added, "b"), (3, EventType::Deleted, "a")]);
+    }
+
+    #[test]
+    fn cluster_time_never_moves_back_and_survives_a_restore() {
+        let mut s = ObjectStore::default();
+        let created = |s: &ObjectStore, name: &str| -> String {
+            let v: Value = serde_json::from_str(&s.get(&key(name)).unwrap().json).unwrap();
+            v["metadata"]["creationTimestamp"].as_str().unwrap().to_string()
+        };
+        s.apply(&Command { time_unix_ms: 1_795_474_389_000, ops: vec![put("ahead", "1", Precondition::None)] });
+        // A later leader whose clock is an hour behind.
+        s.apply(&Command { time_unix_ms: 1_795_470_789_000, ops: vec![put("behind", "1", Precondition::None)] });
+        assert_eq!(s.time_unix_ms(), 1_795_474_389_000);
+        assert_eq!(created(&s, "behind"), created(&s, "ahead"));
+        let mut restored = ObjectStore::restore(s.snapshot(), 10);
+        assert_eq!(restored.time_unix_ms(), 1_795_474_389_000);
+        restored.apply(&Command { time_unix_ms: 1_795_474_390_000, ops: vec![put("later", "1", Precondition::None)] });
+        assert!(created(&restored, "later") > created(&restored, "ahead"));
     }
 
     #[test]
