@@ -363,7 +363,12 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                 // Gone, already written, or declared lost (its replacement
                 // may already run elsewhere, and this node stops it).
                 let lost = pod.status.as_ref().is_some_and(|st| st.reason == objects::NODE_LOST_REASON);
-                if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) || lost {
+                // Succeeded and Failed are final: Jobs have counted them. A
+                // status from before the end (retried late) or from a rerun
+                // after a restart must not take it back.
+                let ended = pod.status.as_ref().is_some_and(|st| st.phase == "Succeeded" || st.phase == "Failed")
+                    && pod.status.as_ref().map(|st| &st.phase) != Some(&update.status.phase);
+                if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) || lost || ended {
                     return false;
                 }
                 pod.status = Some(update.status.clone());
