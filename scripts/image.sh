@@ -31,7 +31,8 @@ copy_libraries() {
 copy_libraries "$bin"
 programs=(sh dash sleep cat echo env ls mkdir rm touch date true false test head tail tr wc hostname)
 for name in "${programs[@]}"; do
-  path="$(command -v "$name" || true)"
+  # type -P: the program on disk, never the shell builtin of that name.
+  path="$(type -P "$name" || true)"
   [[ "$path" == /* ]] || continue
   copy "$path"
   copy_libraries "$path"

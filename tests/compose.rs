@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use flotilla_blackbox::{Client, Expect, cli, config_map, flotilla_bin, key, value_of};
-use flotilla_chaos::nemesis::{Container, heal_all, partition};
+use flotilla_chaos::nemesis::{Container, Shape, apply_grudge, connected, grudge, heal_all, partition};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -185,11 +185,145 @@ async fn an_isolated_minority_cannot_commit_and_catches_up_after_the_heal() {
     }
 }
 
+fn docker(args: &[&str]) {
+    let out = Command::new("docker").args(args).output().expect("running docker");
+    ok(&out, &format!("docker {}", args.join(" ")));
+}
+
+/// The containers of peers 1 to 5, as they are now (a restart changes
+/// their pids).
+fn containers(project: &Project) -> Vec<Container> {
+    (1..=5)
+        .map(|peer| {
+            let id = ok(&project.compose(&["ps", "--quiet", &format!("peer{peer}")]), "docker-compose ps");
+            Container::inspect(id.trim()).unwrap()
+        })
+        .collect()
+}
+
+/// Whether a write through `peer` is acknowledged within `wait`.
+async fn commits_through(project: &Project, peer: u64, name: &str, wait: Duration) -> bool {
+    let attempt = async {
+        let mut c = Client::connect(&project.addr(peer)).await.ok()?;
+        c.put(key("ConfigMap", "default", name), config_map(name), Expect::Anything).await.ok()
+    };
+    matches!(tokio::time::timeout(wait, attempt).await, Ok(Some(_)))
+}
+
+/// Retries a write through `peer` until it is acknowledged; returns the
+/// stored object.
+async fn commit(project: &Project, peer: u64, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + SETTLE;
+    while !commits_through(project, peer, name, Duration::from_secs(3)).await {
+        assert!(Instant::now() < deadline, "no write through peer {peer} committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut c = Client::connect(&project.addr(peer)).await.unwrap();
+    serde_json::from_str(&c.get(key("ConfigMap", "default", name), false).await.unwrap().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nemesis_bites() {
+    let Some(project) = start() else { return };
+    agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
+    let mut cs = containers(&project);
+
+    // Each partition cuts exactly the links its grudge names, both ways,
+    // and nothing else.
+    let order = [2, 4, 0, 3, 1];
+    for shape in [Shape::Isolate, Shape::MajorityMinority, Shape::Bridge, Shape::MajoritiesRing] {
+        let g = grudge(shape, &order);
+        apply_grudge(&cs, &g).unwrap();
+        for a in 0..5 {
+            for b in (0..5).filter(|b| *b != a) {
+                assert_eq!(cs[a].can_connect(&cs[b].ip, 7000), connected(&g, a, b), "{shape:?}: peer{} to peer{}", a + 1, b + 1);
+            }
+        }
+        heal_all(&cs.iter().collect::<Vec<_>>()).unwrap();
+    }
+
+    // The bridge is the only way between the halves: without it no side
+    // has a majority and nothing commits.
+    let g = grudge(Shape::Bridge, &order);
+    apply_grudge(&cs, &g).unwrap();
+    let bridge = order[2];
+    assert_eq!((0..5).filter(|p| connected(&g, bridge, *p)).count(), 5);
+    docker(&["kill", "--signal", "KILL", &cs[bridge].name]);
+    let survivor = order[0] as u64 + 1;
+    assert!(!commits_through(&project, survivor, "bridge-down", Duration::from_secs(5)).await, "a write committed with the bridge down");
+    docker(&["start", &cs[bridge].name]);
+    cs = containers(&project);
+    heal_all(&cs.iter().collect::<Vec<_>>()).unwrap();
+    commit(&project, survivor, "bridge-back").await;
+
+    // SIGKILL of the leader: another peer leads, in a later term.
+    let leader = agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
+    let term_before = Client::connect(&project.addr(leader)).await.unwrap().status().await.unwrap().term;
+    docker(&["kill", "--signal", "KILL", &cs[leader as usize - 1].name]);
+    let others: Vec<u64> = (1..=5).filter(|p| *p != leader).collect();
+    let new_leader = agreed_leader(&project, &others).await;
+    let term_after = Client::connect(&project.addr(new_leader)).await.unwrap().status().await.unwrap().term;
+    assert!(new_leader != leader && term_after > term_before, "leader {leader} term {term_before} -> {new_leader} term {term_after}");
+
+    // SIGKILL of a minority (the old leader and one more): the killed
+    // peers answer nothing, the other three commit.
+    let second = others[0];
+    docker(&["kill", "--signal", "KILL", &cs[second as usize - 1].name]);
+    for dead in [leader, second] {
+        assert!(Client::connect(&project.addr(dead)).await.is_err(), "killed peer {dead} still answers");
+    }
+    let alive = others[1];
+    commit(&project, alive, "minority-killed").await;
+    for dead in [leader, second] {
+        docker(&["start", &cs[dead as usize - 1].name]);
+    }
+    agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
+    cs = containers(&project);
+
+    // A paused peer answers nothing until it is thawed.
+    let paused = alive;
+    docker(&["pause", &cs[paused as usize - 1].name]);
+    let asked = async { Client::connect(&project.addr(paused)).await.ok()?.local_status().await.ok() };
+    assert!(tokio::time::timeout(Duration::from_secs(2), asked).await.is_err(), "a paused peer answered");
+    docker(&["unpause", &cs[paused as usize - 1].name]);
+    let asked = async { Client::connect(&project.addr(paused)).await.ok()?.local_status().await.ok() };
+    assert!(matches!(tokio::time::timeout(Duration::from_secs(10), asked).await, Ok(Some(_))), "a thawed peer stays silent");
+
+    // Clocks an hour ahead stamp an hour ahead; set back, the cluster's
+    // time does not go back with them.
+    let real_before = std::time::SystemTime::now();
+    for c in &cs {
+        c.skew_clock(3_600_000).unwrap();
+    }
+    // The peers read their offset files a few times a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ahead = commit(&project, 1, "clock-ahead").await;
+    let ahead_at = ahead["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+    let hour_from_now = rfc3339(real_before + Duration::from_secs(3_540));
+    assert!(ahead_at >= hour_from_now, "{ahead_at} is not an hour ahead ({hour_from_now})");
+    for c in &cs {
+        c.skew_clock(0).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = commit(&project, 2, "clock-back").await;
+    let after_at = after["metadata"]["creationTimestamp"].as_str().unwrap();
+    assert!(after_at >= ahead_at.as_str(), "the cluster's time went back: {after_at} < {ahead_at}");
+}
+
+/// RFC 3339 in UTC to the second, as the store writes it.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{}", t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Runs the chaos binary against a compose project of its own.
 fn chaos(project: &Project, out: &Path, extra: &[&str]) -> Output {
     let program = flotilla_bin().with_file_name("flotilla-chaos");
     Command::new(program)
-        .args(["--time-limit", "15", "--seed", "1", "--clients", "6", "--project", &project.name, "--host-ip", &project.host_ip])
+        .args(["--seed", "1", "--clients", "6", "--project", &project.name, "--host-ip", &project.host_ip])
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -202,22 +336,30 @@ async fn a_chaos_smoke_run_is_valid_and_stale_reads_are_caught() {
     // The chaos runner brings the project up and down itself.
     let Some(project) = prepare() else { return };
     let out = tempfile::tempdir().unwrap();
-    let run = chaos(&project, out.path(), &["--nemesis", "partition,kill,pause"]);
+    let run = chaos(&project, out.path(), &["--time-limit", "40", "--nemesis", "all"]);
     let text = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "{text}");
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("1/results.json")).unwrap()).unwrap();
     assert_eq!(results["valid"], "valid", "{results}");
-    assert!(results["ok"].as_u64().unwrap() > 100, "{results}");
-    assert!(results["faults"].as_u64().unwrap() >= 1, "{results}");
+    for workload in ["register", "statefulset", "deployment", "job"] {
+        assert_eq!(results["workloads"][workload]["valid"], "valid", "{workload}: {results}");
+    }
+    let register = &results["workloads"]["register"];
+    assert!(register["ok"].as_u64().unwrap() > 100, "{results}");
+    assert!(results["faults"].as_u64().unwrap() >= 3, "{results}");
+    assert!(results["workloads"]["job"]["check"]["completed"].as_u64().unwrap() >= 1, "{results}");
+    assert!(results["workloads"]["statefulset"]["ordinals"]["runs"].as_u64().unwrap() >= 3, "{results}");
     let history = std::fs::read_to_string(out.path().join("1/history.jsonl")).unwrap();
-    assert!(history.lines().count() as u64 >= 2 * results["ok"].as_u64().unwrap());
+    assert!(history.lines().count() as u64 >= 2 * register["ok"].as_u64().unwrap());
+    let report = std::fs::read_to_string(out.path().join("1/report.html")).unwrap();
+    assert!(report.starts_with("<!DOCTYPE html>") && report.contains("<svg"), "{}", &report[..report.len().min(500)]);
 
     // Reads from a replica's own state are not linearizable: the checker
     // must say so, with a counter-example.
     let stale_out = tempfile::tempdir().unwrap();
-    let run = chaos(&project, stale_out.path(), &["--nemesis", "partition", "--stale-reads"]);
+    let run = chaos(&project, stale_out.path(), &["--time-limit", "15", "--workload", "register", "--nemesis", "partition", "--stale-reads"]);
     assert!(!run.status.success(), "stale reads passed the checker");
     let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stale_out.path().join("1/results.json")).unwrap()).unwrap();
-    assert_eq!(results["valid"], "invalid", "{results}");
-    assert_eq!(results["linearizability"]["counter_example"]["f"], "read", "{results}");
+    assert_eq!(results["workloads"]["register"]["valid"], "invalid", "{results}");
+    assert_eq!(results["workloads"]["register"]["linearizability"]["counter_example"]["f"], "read", "{results}");
 }

@@ -8,8 +8,10 @@
 //! The nemesis acts on containers from the host.
 
 pub mod history;
+pub mod invariants;
 pub mod linearizable;
 pub mod nemesis;
+pub mod report;
 
 pub use history::{Entry, EntryType, Function, HistoryError};
 pub use linearizable::{CheckResult, Verdict, check_registers};

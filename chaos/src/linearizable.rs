@@ -10,7 +10,7 @@
 //! explored again. An operation with an unknown outcome may take effect at
 //! any time after its invocation, or never.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -66,6 +66,9 @@ pub fn check_registers(entries: &[Entry], step_budget: u64) -> Result<CheckResul
         }
         by_key.entry(op.key.clone()).or_default().push(op);
     }
+    for ops in by_key.values_mut() {
+        drop_unobserved_unknowns(ops);
+    }
     let mut result = CheckResult {
         valid: Verdict::Valid,
         keys: by_key.len(),
@@ -90,6 +93,28 @@ pub fn check_registers(entries: &[Entry], step_budget: u64) -> Result<CheckResul
         }
     }
     Ok(result)
+}
+
+/// Leaves out operations of unknown outcome whose value nothing ever saw.
+///
+/// An unknown write (or compare-and-set) may have taken effect or not. If
+/// no read returned its value and no successful compare-and-set expected
+/// it, then until the next change nothing that succeeded could have been
+/// ordered after it, so "it never happened" explains the history exactly
+/// as well. Dropping such operations is sound and complete, and it keeps
+/// the search from trying every subset of a fault's timed-out writes.
+fn drop_unobserved_unknowns(ops: &mut Vec<Operation>) {
+    let completed = || ops.iter().filter(|o| o.completed_ns.is_some());
+    let mut observed: BTreeSet<Register> = completed().filter(|o| o.f == Function::Read).map(|o| text(&o.value)).collect();
+    observed.extend(completed().filter(|o| o.f == Function::Cas).filter_map(|o| o.value.get(0)).map(text));
+    ops.retain(|o| {
+        let written = match o.f {
+            Function::Read => return true,
+            Function::Write => text(&o.value),
+            Function::Cas => o.value.get(1).and_then(text),
+        };
+        o.completed_ns.is_some() || observed.contains(&written)
+    });
 }
 
 enum KeyOutcome {
@@ -366,6 +391,31 @@ mod tests {
         }
         let got = verdict(&rows);
         assert_eq!(got.valid, Verdict::Valid, "{got:?}");
+    }
+
+    #[test]
+    fn unknown_writes_nobody_saw_cost_nothing_and_seen_ones_still_count() {
+        // Forty timed-out writes during a fault, none of them ever read:
+        // with them all in play the search would try their subsets.
+        let mut rows = vec![(100, Invoke, Write, json!(0), 0), (100, Ok, Write, json!(0), 1)];
+        for p in 0..40u64 {
+            rows.push((p, Invoke, Write, json!(1_000 + p), 10 + p));
+            rows.push((p, Info, Write, json!(1_000 + p), 100));
+        }
+        for t in 0..20 {
+            rows.push((200, Invoke, Read, Value::Null, 200 + 2 * t));
+            rows.push((200, Ok, Read, json!(0), 201 + 2 * t));
+        }
+        let entries = history(&rows);
+        assert_eq!(check_registers(&entries, 10_000).unwrap().valid, Verdict::Valid);
+
+        // One of them was seen: it took effect, and a later read of the
+        // old value is then a violation.
+        rows.push((201, Invoke, Read, Value::Null, 300));
+        rows.push((201, Ok, Read, json!(1_007), 301));
+        rows.push((202, Invoke, Read, Value::Null, 302));
+        rows.push((202, Ok, Read, json!(0), 303));
+        assert_eq!(check_registers(&history(&rows), 10_000).unwrap().valid, Verdict::Invalid);
     }
 
     #[test]
