@@ -3,8 +3,6 @@
 //! reproduces it, and the raw results are written as JSON.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -43,6 +41,30 @@ enum Bench {
         #[arg(long, value_enum, default_value = "all")]
         via: Via,
     },
+    /// Writes and linearizable reads against Flotilla and against etcd
+    /// (Debian's etcd-server), three members each on loopback, in one run.
+    Etcd {
+        /// Concurrent clients, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+        clients: Vec<usize>,
+        /// Measured seconds per run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 128)]
+        value_bytes: usize,
+        /// Runs per system and client count, alternating; figures are
+        /// medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Time to N containers running: Flotilla's docker runtime against
+    /// Docker Swarm on the same engine.
+    Swarm {
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        replicas: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Time from SIGKILL of the leader to the first acknowledged write
     /// through another peer.
     Failover {
@@ -80,8 +102,10 @@ enum Via {
     Leader,
 }
 
+mod etcd;
 mod pods;
 mod schedule;
+mod swarm;
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -113,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cli.out).with_context(|| format!("--out {}", cli.out.display()))?;
     let result = match cli.command {
         Bench::Writes { clients, seconds, value_bytes, runs, via } => writes(&clients, seconds, value_bytes, runs, via).await?,
+        Bench::Etcd { clients, seconds, value_bytes, runs } => etcd::compare(&clients, seconds, value_bytes, runs, &cli.out).await?,
+        Bench::Swarm { replicas, runs } => swarm::compare(&replicas, runs).await?,
         Bench::Failover { kills } => failover(kills).await?,
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
         Bench::Start { pods } => pods::start(pods).await?,
@@ -140,8 +166,8 @@ async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize,
     let mut rows = Vec::new();
     for &clients in levels {
         let mut per_run = Vec::new();
-        for run in 0..runs {
-            per_run.push(write_run(&targets, clients, Duration::from_secs(seconds), &value, run).await?);
+        for _ in 0..runs {
+            per_run.push(etcd::run_once(etcd::System::Flotilla, etcd::Op::Write, &targets, clients, Duration::from_secs(seconds), &value).await?);
         }
         let row = json!({
             "clients": clients,
@@ -158,50 +184,6 @@ async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize,
     }
     let via_name = if via == Via::All { "all" } else { "leader" };
     Ok(json!({ "bench": format!("writes-via-{via_name}"), "seconds": seconds, "value_bytes": value_bytes, "runs": runs, "results": rows }))
-}
-
-/// One run at one concurrency: (writes/s, p50 ms, p99 ms).
-async fn write_run(targets: &[String], clients: usize, length: Duration, value: &str, run: usize) -> anyhow::Result<(f64, f64, f64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    // Writes completing during the warm-up (connections, leader caches) are
-    // not counted.
-    let measuring = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let addr = targets[c % targets.len()].clone();
-        let stop = stop.clone();
-        let measuring = measuring.clone();
-        let object = flotilla_blackbox::config_map(value);
-        tasks.push(tokio::spawn(async move {
-            let mut client = flotilla_client::Client::connect(&addr).await?;
-            let mut latencies = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("r{run}-c{c}-{}", i % 1000);
-                i += 1;
-                let t = Instant::now();
-                client.put(key("ConfigMap", "bench", &name), object.clone(), Expect::Anything).await?;
-                if measuring.load(Ordering::Relaxed) {
-                    latencies.push(t.elapsed());
-                }
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(length).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    all.sort();
-    let rate = all.len() as f64 / elapsed.as_secs_f64();
-    Ok((rate, ms(percentile(&all, 50.0)), ms(percentile(&all, 99.0))))
 }
 
 async fn failover(kills: usize) -> anyhow::Result<serde_json::Value> {

@@ -1,0 +1,343 @@
+//! Flotilla against etcd on the same machine, in the same run, driven by
+//! the same load generator: three members of each on loopback, with fsync,
+//! the same key and value sizes and the same client counts. Runs alternate
+//! between the two systems so that both see the same machine conditions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use flotilla_blackbox::{Cluster, Expect, Options, key};
+use serde_json::{Value, json};
+
+use crate::{median, ms, percentile};
+
+mod pb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+use pb::kv_client::KvClient;
+
+/// Where Debian's `etcd-server` package puts the server.
+const ETCD: &str = "etcd";
+/// Loopback ports of the etcd members: clients on 23791.., peers on 23801..
+const ETCD_CLIENT_PORT: u16 = 23_791;
+const ETCD_PEER_PORT: u16 = 23_801;
+const MEMBERS: u16 = 3;
+/// How long the members may take to form a cluster.
+const FORM_LIMIT: Duration = Duration::from_secs(60);
+/// Keys each client cycles through: enough that writes do not all hit one
+/// key, few enough that reads find what was written.
+const KEYS_PER_CLIENT: u64 = 1_000;
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Three etcd members on loopback, killed with their data when dropped.
+struct EtcdCluster {
+    members: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let initial: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}=http://127.0.0.1:{}", ETCD_PEER_PORT + i)).collect();
+        let mut members = Vec::new();
+        for i in 0..MEMBERS {
+            let log = std::fs::File::create(dir.path().join(format!("m{i}.log")))?;
+            let child = Command::new(ETCD)
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}")))
+                .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT + i)])
+                .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT + i)])
+                .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", ETCD_PEER_PORT + i)])
+                .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", ETCD_PEER_PORT + i)])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new", "--initial-cluster-token", "flotilla-bench"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {ETCD}: install Debian's etcd-server package (apt-get install etcd-server)"))?;
+            members.push(child);
+        }
+        Ok(Self { members, _dir: dir })
+    }
+
+    fn endpoints() -> Vec<String> {
+        (0..MEMBERS).map(|i| format!("http://127.0.0.1:{}", ETCD_CLIENT_PORT + i)).collect()
+    }
+
+    /// Waits until every member answers a linearizable read.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + FORM_LIMIT;
+        for endpoint in Self::endpoints() {
+            loop {
+                let ready = async {
+                    let mut c = KvClient::connect(endpoint.clone()).await.ok()?;
+                    c.range(pb::RangeRequest { key: b"ready".to_vec(), serializable: false }).await.ok()
+                };
+                if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), ready).await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("etcd member {endpoint} not ready after {FORM_LIMIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum System {
+    Flotilla,
+    Etcd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Write,
+    Read,
+}
+
+/// One client's connection to either system (Flotilla's client, with its
+/// three service stubs, is the larger: boxed).
+enum Conn {
+    Flotilla(Box<flotilla_client::Client>),
+    Etcd(KvClient<tonic::transport::Channel>),
+}
+
+impl Conn {
+    async fn open(system: System, endpoint: &str) -> anyhow::Result<Conn> {
+        Ok(match system {
+            System::Flotilla => Conn::Flotilla(Box::new(flotilla_client::Client::connect(endpoint).await?)),
+            System::Etcd => Conn::Etcd(KvClient::connect(endpoint.to_string()).await?),
+        })
+    }
+
+    async fn write(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        match self {
+            Conn::Flotilla(c) => {
+                c.put(key("ConfigMap", "bench", name), flotilla_blackbox::config_map(value), Expect::Anything).await?;
+            }
+            Conn::Etcd(c) => {
+                c.put(pb::PutRequest { key: format!("bench/{name}").into_bytes(), value: value.as_bytes().to_vec() }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn read(&mut self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Conn::Flotilla(c) => {
+                c.get(key("ConfigMap", "bench", name), false).await?;
+            }
+            Conn::Etcd(c) => {
+                c.range(pb::RangeRequest { key: format!("bench/{name}").into_bytes(), serializable: false }).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One measured run, each client a connection of its own issuing one
+/// operation after another: (operations/s, p50 ms, p99 ms).
+pub(crate) async fn run_once(system: System, op: Op, endpoints: &[String], clients: usize, length: Duration, value: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let endpoint = endpoints[c % endpoints.len()].clone();
+        let (stop, measuring, value) = (stop.clone(), measuring.clone(), value.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(system, &endpoint).await?;
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("c{c}-{}", i % KEYS_PER_CLIENT);
+                i += 1;
+                let t = Instant::now();
+                match op {
+                    Op::Write => conn.write(&name, &value).await?,
+                    Op::Read => conn.read(&name).await?,
+                }
+                if measuring.load(Ordering::Relaxed) {
+                    latencies.push(t.elapsed());
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(WARM_UP).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(length).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort();
+    Ok((all.len() as f64 / elapsed.as_secs_f64(), ms(percentile(&all, 50.0)), ms(percentile(&all, 99.0))))
+}
+
+fn summary(runs: &[(f64, f64, f64)]) -> Value {
+    json!({
+        "per_sec": median(runs.iter().map(|r| r.0).collect()),
+        "p50_ms": median(runs.iter().map(|r| r.1).collect()),
+        "p99_ms": median(runs.iter().map(|r| r.2).collect()),
+        "runs": runs.iter().map(|r| json!({"per_sec": r.0, "p50_ms": r.1, "p99_ms": r.2})).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn compare(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize, out: &Path) -> anyhow::Result<Value> {
+    anyhow::ensure!(runs > 0 && !levels.is_empty(), "at least one run and one client count");
+    let etcd = EtcdCluster::start()?;
+    let flotilla = Cluster::start(3, Options::default());
+    etcd.wait_ready().await?;
+    flotilla.wait_leader(FORM_LIMIT).await;
+    let version = Command::new(ETCD).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())?;
+    let flotilla_endpoints: Vec<String> = (1..=3).map(|id| flotilla.addr_of(id)).collect();
+    let etcd_endpoints = EtcdCluster::endpoints();
+    let value = "v".repeat(value_bytes);
+    let length = Duration::from_secs(seconds);
+    println!("Flotilla and {version}: 3 members each on loopback, fsync on, {value_bytes}-byte values, clients spread over the members");
+    println!("{:>6} {:>7} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}", "op", "clients", "flotilla/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio");
+    let mut rows = Vec::new();
+    for op in [Op::Write, Op::Read] {
+        for &clients in levels {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                // Alternating, so that both see the same machine over time.
+                ours.push(run_once(System::Flotilla, op, &flotilla_endpoints, clients, length, &value).await?);
+                theirs.push(run_once(System::Etcd, op, &etcd_endpoints, clients, length, &value).await?);
+            }
+            let (f, e) = (summary(&ours), summary(&theirs));
+            let ratio = f["per_sec"].as_f64().unwrap_or(0.0) / e["per_sec"].as_f64().unwrap_or(f64::NAN);
+            let op_name = if op == Op::Write { "write" } else { "read" };
+            println!(
+                "{op_name:>6} {clients:>7} {:>12.0} {:>9.2} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {ratio:>7.2}",
+                f["per_sec"].as_f64().unwrap_or(0.0),
+                f["p50_ms"].as_f64().unwrap_or(0.0),
+                f["p99_ms"].as_f64().unwrap_or(0.0),
+                e["per_sec"].as_f64().unwrap_or(0.0),
+                e["p50_ms"].as_f64().unwrap_or(0.0),
+                e["p99_ms"].as_f64().unwrap_or(0.0),
+            );
+            rows.push(json!({"op": op_name, "clients": clients, "flotilla": f, "etcd": e, "ratio": ratio}));
+        }
+    }
+    let plots = plot(&rows, out)?;
+    for p in &plots {
+        println!("plot: {}", p.display());
+    }
+    Ok(json!({
+        "bench": "etcd-comparison",
+        "etcd_version": version,
+        "seconds": seconds,
+        "value_bytes": value_bytes,
+        "runs": runs,
+        "results": rows,
+        "plots": plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+/// Two SVG charts: operations per second and p99 latency against the
+/// client count, for both systems and both operations.
+fn plot(rows: &[Value], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for (metric, title, file) in [("per_sec", "operations per second", "etcd-comparison-throughput.svg"), ("p99_ms", "p99 latency (ms)", "etcd-comparison-p99.svg")] {
+        let mut series = Vec::new();
+        for op in ["write", "read"] {
+            for (system, colour) in [("flotilla", "#1f77b4"), ("etcd", "#d62728")] {
+                let points: Vec<(usize, f64)> = rows
+                    .iter()
+                    .filter(|r| r["op"] == op)
+                    .map(|r| (r["clients"].as_u64().unwrap_or(0) as usize, r[system][metric].as_f64().unwrap_or(0.0)))
+                    .collect();
+                let dash = if op == "read" { " stroke-dasharray=\"6 4\"" } else { "" };
+                series.push((format!("{system} {op}"), colour, dash, points));
+            }
+        }
+        let path = out.join(file);
+        std::fs::write(&path, chart(title, &series))?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+type Series<'a> = (String, &'a str, &'a str, Vec<(usize, f64)>);
+
+/// A line chart over client counts (evenly spaced) with a linear y axis.
+fn chart(title: &str, series: &[Series]) -> String {
+    const W: f64 = 640.0;
+    const H: f64 = 360.0;
+    const LEFT: f64 = 70.0;
+    const BOTTOM: f64 = 40.0;
+    const TOP: f64 = 40.0;
+    const RIGHT: f64 = 150.0;
+    let mut xs: Vec<usize> = series.iter().flat_map(|s| s.3.iter().map(|p| p.0)).collect();
+    xs.sort_unstable();
+    xs.dedup();
+    let max_y = series.iter().flat_map(|s| s.3.iter().map(|p| p.1)).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
+    let x_of = |c: usize| {
+        let i = xs.iter().position(|x| *x == c).unwrap_or(0) as f64;
+        LEFT + i * (W - LEFT - RIGHT) / (xs.len().max(2) - 1) as f64
+    };
+    let y_of = |v: f64| H - BOTTOM - v / max_y * (H - BOTTOM - TOP);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n\
+         <text x=\"{LEFT}\" y=\"20\" font-size=\"14\">{title}</text>\n\
+         <line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
+        H - BOTTOM,
+        W - RIGHT,
+        H - BOTTOM,
+        H - BOTTOM
+    );
+    for x in &xs {
+        svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n", x_of(*x), H - BOTTOM + 16.0);
+    }
+    svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">clients</text>\n", (LEFT + W - RIGHT) / 2.0, H - 6.0);
+    for i in 0..=4 {
+        let v = max_y / 1.1 * f64::from(i) / 4.0;
+        svg += &format!(
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            LEFT - 6.0,
+            y_of(v) + 4.0,
+            if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") },
+            y_of(v),
+            W - RIGHT,
+            y_of(v)
+        );
+    }
+    for (i, (name, colour, dash, points)) in series.iter().enumerate() {
+        let path: Vec<String> = points.iter().map(|(c, v)| format!("{:.1},{:.1}", x_of(*c), y_of(*v))).collect();
+        svg += &format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n", path.join(" "));
+        let ly = TOP + 18.0 * i as f64;
+        svg += &format!(
+            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{name}</text>\n",
+            W - RIGHT + 10.0,
+            W - RIGHT + 40.0,
+            W - RIGHT + 46.0,
+            ly + 4.0
+        );
+    }
+    svg + "</svg>\n"
+}
