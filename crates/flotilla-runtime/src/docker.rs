@@ -116,6 +116,12 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(240);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Between two looks at something expected to change soon.
 const POLL: Duration = Duration::from_millis(50);
+/// The engine learns of an OOM kill from an event that can arrive just
+/// after the container's exit (seen on cgroup v1 under load): a container
+/// with a memory limit that died of SIGKILL is inspected again, every
+/// `POLL`, until this long after it finished, before it is reported as
+/// not OOM-killed.
+const OOM_SETTLE_MS: u64 = 1_000;
 /// Bytes of an exec's stdout and of its stderr kept at most.
 const MAX_EXEC_OUTPUT_BYTES: usize = 1 << 20;
 /// Bytes `read_logs_from` returns at most per call.
@@ -1207,7 +1213,27 @@ impl PodRuntime for DockerRuntime {
         &self,
         container: &ContainerId,
     ) -> Result<ContainerState, RuntimeError> {
-        Ok(state_of(&self.inspect_owned(container).await?))
+        let mut found = self.inspect_owned(container).await?;
+        loop {
+            let state = state_of(&found);
+            let ContainerState::Exited(exit) = &state else {
+                return Ok(state);
+            };
+            let limited = found
+                .host_config
+                .as_ref()
+                .and_then(|h| h.memory)
+                .is_some_and(|bytes| bytes > 0);
+            let now_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let settled = now_unix_ms >= exit.finished_at_unix_ms + OOM_SETTLE_MS;
+            if exit.oom_killed || exit.signal != Some(9) || !limited || settled {
+                return Ok(state);
+            }
+            tokio::time::sleep(POLL).await;
+            found = self.inspect_owned(container).await?;
+        }
     }
 
     async fn stop_container(
