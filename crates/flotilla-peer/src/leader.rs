@@ -10,20 +10,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, so paused or simulated time drives the leader's timers too.
+use tokio::time::Instant;
 
 use flotilla_api::{Object, Pod};
-use flotilla_controllers::{Action, Limits, NodeTiming};
-use flotilla_raft::StoreHandle;
+use flotilla_controllers::{Action, ClusterView, Limits, NodeTiming};
+use flotilla_raft::{AppliedEvent, StoreHandle};
 use openraft::async_runtime::WatchReceiver as _;
 use flotilla_scheduler::{Plan, SchedulerConfig};
 use flotilla_store::{Command, ObjectKey, Op, Precondition};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::PeerCore;
 use crate::clock::Clock;
 use crate::objects;
 use crate::resources::{self, Deletion};
+use crate::view::ViewCache;
 
 /// Rounds are at least this far apart, so a burst of changes makes one
 /// round, not one per change.
@@ -98,31 +101,43 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
     };
     let tick = Duration::from_millis(timing.node_heartbeat_ms);
     let (_, mut events, _) = core.store.subscribe(None, 0);
+    // Decoded objects, kept only while this peer leads: a follower has no
+    // use for them.
+    let mut cache: Option<ViewCache> = None;
     let mut round: u64 = 0;
     let mut events_expired_at = Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(tick) => {}
-            // Events change nothing a round decides on, and the events a
-            // round writes would otherwise wake the next one.
-            changed = objects::next_change(&mut events, |kind| kind != "Event") => {
+            changed = next_change(&mut events, &mut cache) => {
                 if !changed {
                     return;
                 }
             }
         }
         // Everything applied so far is in the state this round reads.
-        while events.try_recv().is_ok() {}
+        loop {
+            match events.try_recv() {
+                Ok(event) => feed(&mut cache, &event),
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Lagged(_)) => cache = None,
+                Err(broadcast::error::TryRecvError::Closed) => return,
+            }
+        }
         // A leader whose clock is behind its predecessor's still decides
         // with the cluster's time, so deadlines and back-offs never rewind.
         let now = clock.now_unix_ms().max(core.store.read(|s| s.time_unix_ms()));
         let metrics = core.raft.metrics().borrow_watched().clone();
         let leading_term = (metrics.current_leader == Some(core.id)).then_some(metrics.current_term);
-        let Some(leader_since) = core.liveness.set_leading(leading_term) else { continue };
+        let Some(leader_since) = core.liveness.set_leading(leading_term) else {
+            cache = None;
+            continue;
+        };
         let leader_since = unix_ms_of(leader_since, now);
+        let view = cache.get_or_insert_with(|| core.store.read(ViewCache::load)).cluster_view(now);
         round += 1;
-        let mut ops = plan_round(&core, &node_timing, leader_since, now, round);
+        let mut ops = plan_round(&core, &view, &node_timing, leader_since, now, round);
         // Events are many and change nothing else: expired on a timer of
         // their own rather than decoded every round.
         if events_expired_at.elapsed() >= EVENT_EXPIRY_INTERVAL {
@@ -137,19 +152,22 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
             );
             ops.extend(expired.into_iter().filter_map(|a| action_op(a, &core.store, now)));
         }
-        for chunk in ops.chunks(MAX_OPS_PER_PROPOSAL) {
-            let command = Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() };
-            match core.link.write_here(command).await {
+        // A round's writes are independent compare-and-sets decided on one
+        // view, so its proposals go out together and share fsyncs rather
+        // than each waiting for the one before to commit.
+        let written = futures::future::join_all(ops.chunks(MAX_OPS_PER_PROPOSAL).map(|chunk| {
+            core.link.write_here(Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() })
+        }))
+        .await;
+        for result in written {
+            match result {
                 Ok(results) => {
                     let failed = results.iter().filter(|r| r.is_err()).count();
                     if failed > 0 {
                         tracing::debug!(failed, "some leader writes lost a race; the next round decides again");
                     }
                 }
-                Err(e) => {
-                    tracing::debug!("leader round not written: {e}");
-                    break;
-                }
+                Err(e) => tracing::debug!("leader round not written: {e}"),
             }
         }
         // Changes that arrive meanwhile (this round's own writes among
@@ -159,11 +177,10 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
 }
 
 /// One round's decisions, as store writes.
-fn plan_round(core: &PeerCore, node_timing: &NodeTiming, leader_since: u64, now: u64, round: u64) -> Vec<Op> {
-    let view = core.store.read(|store| objects::cluster_view(store, now));
+fn plan_round(core: &PeerCore, view: &ClusterView, node_timing: &NodeTiming, leader_since: u64, now: u64, round: u64) -> Vec<Op> {
     let heartbeats = core.liveness.heartbeats_unix_ms(now);
-    let mut actions = flotilla_controllers::node_lifecycle(&view, &heartbeats, leader_since, node_timing);
-    actions.extend(flotilla_controllers::reconcile(&view, &Limits::default()));
+    let mut actions = flotilla_controllers::node_lifecycle(view, &heartbeats, leader_since, node_timing);
+    actions.extend(flotilla_controllers::reconcile(view, &Limits::default()));
     let mut ops: Vec<Op> = actions.into_iter().filter_map(|a| action_op(a, &core.store, now)).collect();
     // Pods the controllers are about to change are left for the next
     // round's scheduler: their revision is about to move.
@@ -173,6 +190,44 @@ fn plan_round(core: &PeerCore, node_timing: &NodeTiming, leader_since: u64, now:
     let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
     ops.extend(plan_ops(&plan, &view.pods, now));
     ops
+}
+
+/// Waits for an applied change to anything a round decides on, keeping
+/// the decoded copy current on the way. Events change nothing a round
+/// decides on, and the events a round writes would otherwise wake the next
+/// one. False when the store is gone.
+async fn next_change(events: &mut broadcast::Receiver<AppliedEvent>, cache: &mut Option<ViewCache>) -> bool {
+    loop {
+        match events.recv().await {
+            Ok(event) => {
+                feed(cache, &event);
+                if let AppliedEvent::Changes(changes) = &event
+                    && changes.iter().all(|e| e.key.kind == "Event")
+                {
+                    continue;
+                }
+                return true;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Changes were missed: the copy is rebuilt from the store.
+                *cache = None;
+                return true;
+            }
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+}
+
+fn feed(cache: &mut Option<ViewCache>, event: &AppliedEvent) {
+    match event {
+        AppliedEvent::Changes(changes) => {
+            if let Some(cache) = cache {
+                changes.iter().for_each(|e| cache.apply(e));
+            }
+        }
+        // A snapshot replaced the store: the copy is rebuilt from it.
+        AppliedEvent::Reset { .. } => *cache = None,
+    }
 }
 
 fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {

@@ -14,6 +14,7 @@ pub mod objects;
 pub mod proposer;
 pub mod resources;
 pub mod transport;
+pub mod view;
 
 use std::future::Future;
 use std::path::PathBuf;

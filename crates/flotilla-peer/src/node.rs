@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Tokio's clock, so paused or simulated time drives the fence window too.
+use tokio::time::Instant;
 
 use flotilla_agent::{Agent, DesiredPod, Report, StatusUpdate};
 use flotilla_api::cluster::{NodeAddress, NodeStatus};

@@ -4,7 +4,6 @@
 use flotilla_api::cluster::{Event, EventSource, ObjectReference};
 use flotilla_api::pod::Condition;
 use flotilla_api::{Kind, Node, Object, Pod};
-use flotilla_controllers::ClusterView;
 use flotilla_store::{ObjectKey, ObjectStore, Op, Precondition};
 use flotilla_raft::AppliedEvent;
 use serde::de::DeserializeOwned;
@@ -30,19 +29,6 @@ pub fn decode_all<T: DeserializeOwned>(store: &ObjectStore, kind: Kind) -> Vec<T
             }
         })
         .collect()
-}
-
-pub fn cluster_view(store: &ObjectStore, now_unix_ms: u64) -> ClusterView {
-    ClusterView {
-        now_unix_ms,
-        nodes: decode_all(store, Kind::Node),
-        pods: decode_all(store, Kind::Pod),
-        replica_sets: decode_all(store, Kind::ReplicaSet),
-        deployments: decode_all(store, Kind::Deployment),
-        jobs: decode_all(store, Kind::Job),
-        daemon_sets: decode_all(store, Kind::DaemonSet),
-        stateful_sets: decode_all(store, Kind::StatefulSet),
-    }
 }
 
 pub fn key_of(object: &Object) -> ObjectKey {
