@@ -81,10 +81,12 @@ enum Bench {
         replicas: usize,
     },
     /// Time from creating a single-container Pod to its Running status
-    /// (process runtime), and the peers' memory idle and with the Pods.
+    /// (`--runtime process` or `docker`), and the peers' memory idle and with the Pods.
     Start {
         #[arg(long, default_value_t = 200)]
         pods: usize,
+        #[arg(long, value_enum, default_value_t = Runtime::Process)]
+        runtime: Runtime,
     },
     /// Pods bound per second on many simulated nodes (fake runtime): a
     /// ReplicaSet scaled from 0 to `--pods`.
@@ -100,6 +102,13 @@ enum Bench {
 enum Via {
     All,
     Leader,
+}
+
+/// The runtime the start benchmark's peers run Pods with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Runtime {
+    Process,
+    Docker,
 }
 
 mod etcd;
@@ -141,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Swarm { replicas, runs } => swarm::compare(&replicas, runs).await?,
         Bench::Failover { kills } => failover(kills).await?,
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
-        Bench::Start { pods } => pods::start(pods).await?,
+        Bench::Start { pods, runtime } => pods::start(pods, runtime).await?,
         Bench::Schedule { nodes, pods } => schedule::schedule(nodes, pods).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();

@@ -1,5 +1,6 @@
-//! Pod benchmarks on three peers with the process runtime: healing after a
-//! peer is killed, and the latency from creating a Pod to Running.
+//! Pod benchmarks on three peers: healing after a peer is killed (process
+//! runtime), and the latency from creating a Pod to Running (process or
+//! docker runtime).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use flotilla_blackbox::{Client, Cluster, Options, key};
 use serde_json::{Value, json};
 
-use crate::{ms, percentile};
+use crate::{Runtime, ms, percentile};
 
 /// Longest any single wait may take before the benchmark gives up.
 const WAIT_LIMIT: Duration = Duration::from_secs(60);
@@ -123,12 +124,12 @@ pub async fn heal(kills: usize, replicas: usize) -> anyhow::Result<Value> {
     }))
 }
 
-fn bare_pod(name: &str) -> String {
+fn bare_pod(name: &str, image: &str) -> String {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "labels": {"app": "start"}},
-        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+        "spec": {"containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}
     })
     .to_string()
 }
@@ -137,9 +138,27 @@ fn total_rss(cluster: &Cluster) -> u64 {
     cluster.peers.iter().filter_map(|p| p.rss_bytes()).sum()
 }
 
-pub async fn start(pods: usize) -> anyhow::Result<Value> {
-    let cluster = Cluster::start(3, Options { node: "runtime = \"process\"\n".into(), ..Options::default() });
-    println!("start latency: 3 peers, process runtime; {pods} single-container Pods, created one at a time");
+/// The image the docker runtime runs: built locally by `scripts/image.sh`,
+/// as no registry can be reached.
+const DOCKER_IMAGE: &str = "flotilla:local";
+
+pub async fn start(pods: usize, runtime: Runtime) -> anyhow::Result<Value> {
+    let (name, image, options) = match runtime {
+        // The process runtime records the image and runs the host's programs.
+        Runtime::Process => ("process", "busybox", Options { node: "runtime = \"process\"\n".into(), ..Options::default() }),
+        Runtime::Docker => {
+            let found = std::process::Command::new("docker").args(["image", "inspect", DOCKER_IMAGE]).output()?;
+            anyhow::ensure!(found.status.success(), "no {DOCKER_IMAGE} image: build it with scripts/image.sh");
+            let options = Options {
+                node: "runtime = \"docker\"\n".into(),
+                node_name_prefix: format!("start{}", std::process::id()),
+                ..Options::default()
+            };
+            ("docker", DOCKER_IMAGE, options)
+        }
+    };
+    let cluster = Cluster::start(3, options);
+    println!("start latency: 3 peers, {name} runtime; {pods} single-container Pods, created one at a time");
     let leader = cluster.wait_leader(WAIT_LIMIT).await;
     let mut client = cluster.client(leader).await;
     // Let the peers register and settle before measuring memory.
@@ -149,18 +168,18 @@ pub async fn start(pods: usize) -> anyhow::Result<Value> {
     let mut samples = Vec::new();
     let mut rss_at_100 = None;
     for i in 0..pods {
-        let name = format!("start-{i}");
+        let pod_name = format!("start-{i}");
         let (_, revision) = client.list("Pod", Some("default"), false).await?;
         let mut events = watcher.watch("Pod", Some("default"), revision).await?;
         let t0 = Instant::now();
         client
-            .apply(flotilla_client::api::ApplyRequest { object_json: bare_pod(&name), create_only: true, ..Default::default() })
+            .apply(flotilla_client::api::ApplyRequest { object_json: bare_pod(&pod_name, image), create_only: true, ..Default::default() })
             .await?;
         let took = loop {
             let event = tokio::time::timeout(WAIT_LIMIT, events.message()).await??;
             let Some(event) = event else { anyhow::bail!("the watch ended") };
             let pod: Value = serde_json::from_str(&event.object_json)?;
-            if pod["metadata"]["name"] == name.as_str() && pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+            if pod["metadata"]["name"] == pod_name.as_str() && pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
                 break t0.elapsed();
             }
         };
@@ -177,7 +196,8 @@ pub async fn start(pods: usize) -> anyhow::Result<Value> {
     println!("create to Running over {pods} Pods: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
     println!("peer RSS (mean of 3): idle {:.1} MiB, with 100 Pods in the cluster {:.1} MiB", mib(idle_rss), mib(rss_at_100.unwrap_or(0)));
     Ok(json!({
-        "bench": "start",
+        "bench": format!("start-{name}"),
+        "runtime": name,
         "pods": pods,
         "p50_ms": p50,
         "p99_ms": p99,

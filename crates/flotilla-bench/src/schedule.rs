@@ -1,14 +1,19 @@
 //! Scheduling throughput: three voters with fsync, the fake runtime, and
 //! many simulated ("hollow") Nodes that exist only as objects, as
-//! Kubernetes' scheduler_perf does. A ReplicaSet is scaled from 0 to N and
-//! the figure is Pods bound per second: the controller creating the Pods,
-//! the scheduler placing them, and both committed through Raft.
+//! Kubernetes' scheduler_perf does. A ReplicaSet is scaled from 0 to N.
+//! Two figures: Pods bound per second (the controller creating the Pods,
+//! the scheduler placing them, both committed through Raft), and Pods
+//! Running per second, with hollow kubelets, as Kubernetes' kubemark has
+//! them: for each Pod bound to a hollow node, a client reports it Running
+//! through the API as a node's agent with an instant runtime would.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use flotilla_blackbox::{Cluster, Expect, Options, key};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::{Mutex, mpsc};
 
 use crate::ms;
 
@@ -18,6 +23,10 @@ const LONG_TIMING: &str = "node_heartbeat_ms = 100\nnot_ready_after_ms = 3600000
 /// Node objects written at once while the cluster is set up.
 const NODE_WRITERS: usize = 32;
 const HOLLOW_LABEL: &str = "flotilla.io/hollow";
+/// Concurrent hollow kubelets reporting Pods Running, spread over the peers.
+const HOLLOW_KUBELETS: usize = 16;
+/// Attempts at one status report before the benchmark gives up on it.
+const REPORT_ATTEMPTS: usize = 5;
 /// Longest a run may take before the benchmark gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(900);
 
@@ -75,6 +84,60 @@ async fn register_hollow_nodes(cluster: &Cluster, leader: u64, count: usize) -> 
     Ok(())
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Pod as an agent with an instant runtime reports it once its one
+/// container runs.
+fn running(mut pod: Value, now: &str) -> Value {
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    pod["status"] = json!({
+        "phase": "Running",
+        "startTime": now,
+        "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
+        "containerStatuses": [{"name": "c", "image": "busybox", "ready": true, "started": true, "restartCount": 0,
+                               "state": {"running": {"startedAt": now}}}]
+    });
+    pod
+}
+
+/// Hollow kubelets: each takes bound Pods from `bound` and reports them
+/// Running, compare-and-set on the revision it read, re-reading on a race.
+fn start_hollow_kubelets(cluster: &Cluster, bound: mpsc::Receiver<Value>) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let bound = Arc::new(Mutex::new(bound));
+    (0..HOLLOW_KUBELETS)
+        .map(|i| {
+            let addr = cluster.addr_of(1 + (i % 3) as u64);
+            let bound = bound.clone();
+            tokio::spawn(async move {
+                let mut client = flotilla_client::Client::connect(&addr).await?;
+                loop {
+                    let Some(mut pod) = bound.lock().await.recv().await else { break };
+                    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    let k = key("Pod", "default", &name);
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        let revision: u64 = pod["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse()?;
+                        let now = flotilla_api::time::format_rfc3339(unix_ms());
+                        match client.put(k.clone(), running(pod.clone(), &now).to_string(), Expect::Revision(revision)).await {
+                            Ok(_) => break,
+                            // Raced with another write to the Pod: read it again.
+                            Err(_) if attempt < REPORT_ATTEMPTS => {
+                                let Some(current) = client.get(k.clone(), false).await? else { break };
+                                pod = serde_json::from_str(&current)?;
+                            }
+                            Err(e) => anyhow::bail!("could not report {name} Running: {e}"),
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
 pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     let options = Options { node: "runtime = \"fake\"\n".into(), timing: LONG_TIMING.into(), ..Options::default() };
     let cluster = Cluster::start(3, options);
@@ -93,16 +156,20 @@ pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
     let t0 = Instant::now();
     client.put(key("ReplicaSet", "default", "load"), replica_set(pods), Expect::Anything).await?;
 
+    let (to_report, reports) = mpsc::channel(pods.max(1));
+    let kubelets = start_hollow_kubelets(&cluster, reports);
     let mut created = 0usize;
     let mut bound = std::collections::HashSet::with_capacity(pods);
+    let mut running = std::collections::HashSet::with_capacity(pods);
+    let mut all_bound = None;
     let mut last_created = Duration::ZERO;
     let mut max_rss = 0u64;
     let mut progress = Vec::new();
     let mut next_report = Duration::from_secs(1);
-    while bound.len() < pods {
+    while running.len() < pods {
         let event = tokio::time::timeout(Duration::from_secs(30), events.next())
             .await
-            .map_err(|_| anyhow::anyhow!("no Pod changed for 30 s: {created} created, {} of {pods} bound", bound.len()))?
+            .map_err(|_| anyhow::anyhow!("no Pod changed for 30 s: {created} created, {} bound, {} Running of {pods}", bound.len(), running.len()))?
             .ok_or_else(|| anyhow::anyhow!("the watch ended"))??;
         let pod: Value = serde_json::from_str(&event.object_json)?;
         let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -110,26 +177,38 @@ pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
             created += 1;
             last_created = t0.elapsed();
         }
-        if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
-            bound.insert(name);
+        if pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
+            running.insert(name);
+        } else if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) && bound.insert(name) {
+            to_report.send(pod).await?;
+            if bound.len() == pods {
+                all_bound = Some(t0.elapsed());
+            }
         }
         let now = t0.elapsed();
         if now >= next_report {
             max_rss = max_rss.max(peer.rss_bytes().unwrap_or(0));
-            println!("{:>6.1} s: {created:>7} created, {:>7} bound", now.as_secs_f64(), bound.len());
-            progress.push(json!({"seconds": now.as_secs_f64(), "created": created, "bound": bound.len()}));
+            println!("{:>6.1} s: {created:>7} created, {:>7} bound, {:>7} Running", now.as_secs_f64(), bound.len(), running.len());
+            progress.push(json!({"seconds": now.as_secs_f64(), "created": created, "bound": bound.len(), "running": running.len()}));
             next_report = now + Duration::from_secs(1);
         }
-        anyhow::ensure!(now < RUN_LIMIT, "gave up after {RUN_LIMIT:?} with {} of {pods} bound", bound.len());
+        anyhow::ensure!(now < RUN_LIMIT, "gave up after {RUN_LIMIT:?} with {} bound and {} Running of {pods}", bound.len(), running.len());
     }
     let took = t0.elapsed();
+    drop(to_report);
+    for kubelet in kubelets {
+        kubelet.await??;
+    }
+    let all_bound = all_bound.unwrap_or(took);
     max_rss = max_rss.max(peer.rss_bytes().unwrap_or(0));
     let cpu = peer.cpu_seconds().unwrap_or(0.0) - cpu_before;
-    let bound_per_sec = pods as f64 / took.as_secs_f64();
+    let bound_per_sec = pods as f64 / all_bound.as_secs_f64();
+    let running_per_sec = pods as f64 / took.as_secs_f64();
     println!(
-        "{pods} Pods on {nodes} nodes: all bound after {:.2} s: {bound_per_sec:.0} Pods bound/s (all created after {:.2} s); leader used {cpu:.1} s of CPU ({:.0}% of one core), RSS up to {:.0} MiB",
-        took.as_secs_f64(),
+        "{pods} Pods on {nodes} nodes: all bound after {:.2} s: {bound_per_sec:.0} Pods bound/s (all created after {:.2} s); all Running after {:.2} s: {running_per_sec:.0} Pods Running/s; leader used {cpu:.1} s of CPU ({:.0}% of one core), RSS up to {:.0} MiB",
+        all_bound.as_secs_f64(),
         last_created.as_secs_f64(),
+        took.as_secs_f64(),
         100.0 * cpu / took.as_secs_f64(),
         max_rss as f64 / (1 << 20) as f64
     );
@@ -139,7 +218,9 @@ pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
         "pods": pods,
         "seconds": took.as_secs_f64(),
         "all_created_ms": ms(last_created),
+        "all_bound_ms": ms(all_bound),
         "bound_per_sec": bound_per_sec,
+        "running_per_sec": running_per_sec,
         "leader_cpu_seconds": cpu,
         "leader_max_rss_bytes": max_rss,
         "progress": progress,
