@@ -41,6 +41,7 @@
 //! than its fence), so its Pods are removed directly.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use flotilla_api::cluster::{Node, ObjectReference};
 use flotilla_api::pod::Pod;
@@ -75,7 +76,9 @@ pub struct ClusterView {
     /// Job deadlines, minReadySeconds).
     pub now_unix_ms: u64,
     pub nodes: Vec<Node>,
-    pub pods: Vec<Pod>,
+    /// Shared, not owned: the leader keeps the decoded Pods between rounds
+    /// and a round must not copy tens of thousands of them.
+    pub pods: Vec<Arc<Pod>>,
     pub replica_sets: Vec<ReplicaSet>,
     pub deployments: Vec<Deployment>,
     pub jobs: Vec<Job>,

@@ -4,6 +4,7 @@
 //! agents (binds, starts and stops Pods) step by step.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flotilla_api::cluster::{Node, NodeStatus, Taint};
 use flotilla_api::meta::{LabelSelector, ObjectMeta};
@@ -65,7 +66,7 @@ impl Sim {
             .iter()
             .cloned()
             .map(Object::Node)
-            .chain(v.pods.iter().cloned().map(Object::Pod))
+            .chain(v.pods.iter().map(|p| Object::Pod(Pod::clone(p))))
             .chain(v.replica_sets.iter().cloned().map(Object::ReplicaSet))
             .chain(v.deployments.iter().cloned().map(Object::Deployment))
             .chain(v.jobs.iter().cloned().map(Object::Job))
@@ -83,7 +84,7 @@ impl Sim {
         for o in objects.into_values() {
             match o {
                 Object::Node(x) => self.view.nodes.push(x),
-                Object::Pod(x) => self.view.pods.push(x),
+                Object::Pod(x) => self.view.pods.push(Arc::new(x)),
                 Object::ReplicaSet(x) => self.view.replica_sets.push(x),
                 Object::Deployment(x) => self.view.deployments.push(x),
                 Object::Job(x) => self.view.jobs.push(x),
@@ -349,11 +350,12 @@ impl Sim {
             .pods
             .iter()
             .filter(|p| p.metadata.name.starts_with(prefix))
+            .map(|p| &**p)
             .collect()
     }
 
     pub fn pod(&self, name: &str) -> Option<&Pod> {
-        self.view.pods.iter().find(|p| p.metadata.name == name)
+        self.view.pods.iter().find(|p| p.metadata.name == name).map(|p| &**p)
     }
 
     pub fn rs(&self, name: &str) -> &ReplicaSet {

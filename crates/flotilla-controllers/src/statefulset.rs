@@ -57,7 +57,7 @@ fn sync(view: &ClusterView, limits: &Limits, set: &StatefulSet, out: &mut Out) {
         .pods
         .iter()
         .filter(|p| p.metadata.namespace == meta.namespace)
-        .filter_map(|p| ordinal(&meta.name, &p.metadata.name).map(|i| (i, p)))
+        .filter_map(|p| ordinal(&meta.name, &p.metadata.name).map(|i| (i, &**p)))
         .collect();
 
     let mut blocked = false;

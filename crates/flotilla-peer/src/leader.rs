@@ -185,7 +185,7 @@ fn plan_round(core: &PeerCore, view: &ClusterView, node_timing: &NodeTiming, lea
     // Pods the controllers are about to change are left for the next
     // round's scheduler: their revision is about to move.
     let touched: std::collections::BTreeSet<ObjectKey> = ops.iter().map(|op| op.key().clone()).collect();
-    let pods: Vec<Pod> = view.pods.iter().filter(|p| !touched.contains(&objects::pod_key(p))).cloned().collect();
+    let pods: Vec<Arc<Pod>> = view.pods.iter().filter(|p| !touched.contains(&objects::pod_key(p))).cloned().collect();
     let config = SchedulerConfig { seed: round, ..SchedulerConfig::default() };
     let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
     ops.extend(plan_ops(&plan, &view.pods, now));
@@ -262,9 +262,9 @@ fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {
 /// Bindings as compare-and-set writes of each Pod with its node set, and
 /// unschedulable Pods' PodScheduled condition with an event when the
 /// reason changes.
-fn plan_ops(plan: &Plan, pods: &[Pod], now: u64) -> Vec<Op> {
+fn plan_ops(plan: &Plan, pods: &[Arc<Pod>], now: u64) -> Vec<Op> {
     let by_key: BTreeMap<(&str, &str), &Pod> =
-        pods.iter().map(|p| ((p.metadata.namespace.as_str(), p.metadata.name.as_str()), p)).collect();
+        pods.iter().map(|p| ((p.metadata.namespace.as_str(), p.metadata.name.as_str()), &**p)).collect();
     let bound = plan.bindings.iter().filter_map(|b| {
         let pod = by_key.get(&(b.namespace.as_str(), b.name.as_str()))?;
         let message = format!("Successfully assigned {}/{} to {}", b.namespace, b.name, b.node);

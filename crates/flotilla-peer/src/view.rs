@@ -8,6 +8,7 @@
 //! were applied to the store, and one the copy already holds is skipped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flotilla_api::workloads::{DaemonSet, Deployment, Job, ReplicaSet, StatefulSet};
 use flotilla_api::{Kind, Node, Pod};
@@ -22,7 +23,8 @@ pub struct ViewCache {
     /// The store revision this copy reflects.
     revision: u64,
     nodes: BTreeMap<ObjectKey, Node>,
-    pods: BTreeMap<ObjectKey, Pod>,
+    /// Shared with each round's view, which must not copy them all.
+    pods: BTreeMap<ObjectKey, Arc<Pod>>,
     replica_sets: BTreeMap<ObjectKey, ReplicaSet>,
     deployments: BTreeMap<ObjectKey, Deployment>,
     jobs: BTreeMap<ObjectKey, Job>,
@@ -34,13 +36,13 @@ impl ViewCache {
     /// A copy of everything the store holds now.
     pub fn load(store: &ObjectStore) -> Self {
         let mut cache = ViewCache { revision: store.revision(), ..ViewCache::default() };
-        load_kind(store, Kind::Node, &mut cache.nodes);
-        load_kind(store, Kind::Pod, &mut cache.pods);
-        load_kind(store, Kind::ReplicaSet, &mut cache.replica_sets);
-        load_kind(store, Kind::Deployment, &mut cache.deployments);
-        load_kind(store, Kind::Job, &mut cache.jobs);
-        load_kind(store, Kind::DaemonSet, &mut cache.daemon_sets);
-        load_kind(store, Kind::StatefulSet, &mut cache.stateful_sets);
+        load_kind::<Node, _>(store, Kind::Node, &mut cache.nodes);
+        load_kind::<Pod, _>(store, Kind::Pod, &mut cache.pods);
+        load_kind::<ReplicaSet, _>(store, Kind::ReplicaSet, &mut cache.replica_sets);
+        load_kind::<Deployment, _>(store, Kind::Deployment, &mut cache.deployments);
+        load_kind::<Job, _>(store, Kind::Job, &mut cache.jobs);
+        load_kind::<DaemonSet, _>(store, Kind::DaemonSet, &mut cache.daemon_sets);
+        load_kind::<StatefulSet, _>(store, Kind::StatefulSet, &mut cache.stateful_sets);
         cache
     }
 
@@ -59,13 +61,13 @@ impl ViewCache {
         let key = &event.key;
         let stored = event.stored.as_ref();
         match key.kind.as_str() {
-            "Node" => upsert(&mut self.nodes, key, stored),
-            "Pod" => upsert(&mut self.pods, key, stored),
-            "ReplicaSet" => upsert(&mut self.replica_sets, key, stored),
-            "Deployment" => upsert(&mut self.deployments, key, stored),
-            "Job" => upsert(&mut self.jobs, key, stored),
-            "DaemonSet" => upsert(&mut self.daemon_sets, key, stored),
-            "StatefulSet" => upsert(&mut self.stateful_sets, key, stored),
+            "Node" => upsert::<Node, _>(&mut self.nodes, key, stored),
+            "Pod" => upsert::<Pod, _>(&mut self.pods, key, stored),
+            "ReplicaSet" => upsert::<ReplicaSet, _>(&mut self.replica_sets, key, stored),
+            "Deployment" => upsert::<Deployment, _>(&mut self.deployments, key, stored),
+            "Job" => upsert::<Job, _>(&mut self.jobs, key, stored),
+            "DaemonSet" => upsert::<DaemonSet, _>(&mut self.daemon_sets, key, stored),
+            "StatefulSet" => upsert::<StatefulSet, _>(&mut self.stateful_sets, key, stored),
             _ => {}
         }
     }
@@ -85,18 +87,18 @@ impl ViewCache {
     }
 }
 
-fn load_kind<T: DeserializeOwned>(store: &ObjectStore, kind: Kind, into: &mut BTreeMap<ObjectKey, T>) {
+fn load_kind<T: DeserializeOwned, V: From<T>>(store: &ObjectStore, kind: Kind, into: &mut BTreeMap<ObjectKey, V>) {
     let Ok(listed) = store.list(kind.name(), None, 0) else { return };
     for (key, stored) in &listed.items {
-        upsert(into, key, Some(stored));
+        upsert::<T, V>(into, key, Some(stored));
     }
 }
 
 /// Stores the decoded object, or forgets the key when it was deleted or
 /// holds something that does not decode (written through the raw Put
 /// API): such an object is skipped rather than stopping the leader.
-fn upsert<T: DeserializeOwned>(map: &mut BTreeMap<ObjectKey, T>, key: &ObjectKey, stored: Option<&StoredObject>) {
-    let decoded = stored.and_then(|o| match serde_json::from_str(&o.json) {
+fn upsert<T: DeserializeOwned, V: From<T>>(map: &mut BTreeMap<ObjectKey, V>, key: &ObjectKey, stored: Option<&StoredObject>) {
+    let decoded = stored.and_then(|o| match serde_json::from_str::<T>(&o.json) {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::debug!("skipping {key}: {e}");
@@ -105,7 +107,7 @@ fn upsert<T: DeserializeOwned>(map: &mut BTreeMap<ObjectKey, T>, key: &ObjectKey
     });
     match decoded {
         Some(v) => {
-            map.insert(key.clone(), v);
+            map.insert(key.clone(), V::from(v));
         }
         None => {
             map.remove(key);

@@ -62,6 +62,7 @@ mod world;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use flotilla_api::cluster::Node;
@@ -150,9 +151,13 @@ pub fn feasible_nodes_to_find(node_count: usize, min_feasible: usize) -> usize {
 /// `spec.nodeName` empty, no `metadata.deletionTimestamp`, phase not
 /// Succeeded/Failed. Pods bound to a node count toward its usage unless
 /// their phase is Succeeded or Failed.
-pub fn schedule(nodes: &[Node], pods: &[Pod], config: &SchedulerConfig) -> Plan {
-    let mut world = World::new(nodes, pods.iter().filter(|p| !p.spec.node_name.is_empty() && !is_terminal(p)));
-    let mut pending: Vec<&Pod> = pods.iter().filter(|p| is_pending(p)).collect();
+///
+/// The Pods may be owned or shared (`Arc<Pod>`): the leader hands over the
+/// Pods it keeps rather than copying every one of them each round.
+pub fn schedule<P: Borrow<Pod>>(nodes: &[Node], pods: &[P], config: &SchedulerConfig) -> Plan {
+    let pods = || pods.iter().map(Borrow::borrow);
+    let mut world = World::new(nodes, pods().filter(|p| !p.spec.node_name.is_empty() && !is_terminal(p)));
+    let mut pending: Vec<&Pod> = pods().filter(|p| is_pending(p)).collect();
     pending.sort_by(|a, b| {
         let (a, b) = (&a.metadata, &b.metadata);
         (a.creation_timestamp.as_deref(), &a.namespace, &a.name).cmp(&(b.creation_timestamp.as_deref(), &b.namespace, &b.name))

@@ -46,6 +46,7 @@ fn pods_of_rs<'a>(sim: &'a Sim, rs: &str) -> Vec<&'a flotilla_api::pod::Pod> {
         .pods
         .iter()
         .filter(|p| controller_uid(&p.metadata) == Some(uid.as_str()))
+        .map(|p| &**p)
         .collect()
 }
 
