@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use flotilla_blackbox::{Cluster, Expect, Options, key};
 use serde_json::{Value, json};
 
+use crate::plot::{Axis, Series, line_chart};
 use crate::{median, ms, percentile};
 
 mod pb {
@@ -265,79 +266,17 @@ fn plot(rows: &[Value], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let mut series = Vec::new();
         for op in ["write", "read"] {
             for (system, colour) in [("flotilla", "#1f77b4"), ("etcd", "#d62728")] {
-                let points: Vec<(usize, f64)> = rows
+                let points: Vec<(f64, f64)> = rows
                     .iter()
                     .filter(|r| r["op"] == op)
-                    .map(|r| (r["clients"].as_u64().unwrap_or(0) as usize, r[system][metric].as_f64().unwrap_or(0.0)))
+                    .map(|r| (r["clients"].as_f64().unwrap_or(0.0), r[system][metric].as_f64().unwrap_or(0.0)))
                     .collect();
-                let dash = if op == "read" { " stroke-dasharray=\"6 4\"" } else { "" };
-                series.push((format!("{system} {op}"), colour, dash, points));
+                series.push(Series { name: format!("{system} {op}"), colour, dashed: op == "read", points });
             }
         }
         let path = out.join(file);
-        std::fs::write(&path, chart(title, &series))?;
+        std::fs::write(&path, line_chart(title, Axis::Categories("clients"), &series))?;
         files.push(path);
     }
     Ok(files)
-}
-
-type Series<'a> = (String, &'a str, &'a str, Vec<(usize, f64)>);
-
-/// A line chart over client counts (evenly spaced) with a linear y axis.
-fn chart(title: &str, series: &[Series]) -> String {
-    const W: f64 = 640.0;
-    const H: f64 = 360.0;
-    const LEFT: f64 = 70.0;
-    const BOTTOM: f64 = 40.0;
-    const TOP: f64 = 40.0;
-    const RIGHT: f64 = 150.0;
-    let mut xs: Vec<usize> = series.iter().flat_map(|s| s.3.iter().map(|p| p.0)).collect();
-    xs.sort_unstable();
-    xs.dedup();
-    let max_y = series.iter().flat_map(|s| s.3.iter().map(|p| p.1)).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
-    let x_of = |c: usize| {
-        let i = xs.iter().position(|x| *x == c).unwrap_or(0) as f64;
-        LEFT + i * (W - LEFT - RIGHT) / (xs.len().max(2) - 1) as f64
-    };
-    let y_of = |v: f64| H - BOTTOM - v / max_y * (H - BOTTOM - TOP);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n\
-         <text x=\"{LEFT}\" y=\"20\" font-size=\"14\">{title}</text>\n\
-         <line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>\n",
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM,
-        H - BOTTOM
-    );
-    for x in &xs {
-        svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x}</text>\n", x_of(*x), H - BOTTOM + 16.0);
-    }
-    svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">clients</text>\n", (LEFT + W - RIGHT) / 2.0, H - 6.0);
-    for i in 0..=4 {
-        let v = max_y / 1.1 * f64::from(i) / 4.0;
-        svg += &format!(
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text><line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
-            LEFT - 6.0,
-            y_of(v) + 4.0,
-            if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") },
-            y_of(v),
-            W - RIGHT,
-            y_of(v)
-        );
-    }
-    for (i, (name, colour, dash, points)) in series.iter().enumerate() {
-        let path: Vec<String> = points.iter().map(|(c, v)| format!("{:.1},{:.1}", x_of(*c), y_of(*v))).collect();
-        svg += &format!("<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n", path.join(" "));
-        let ly = TOP + 18.0 * i as f64;
-        svg += &format!(
-            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/><text x=\"{}\" y=\"{}\">{name}</text>\n",
-            W - RIGHT + 10.0,
-            W - RIGHT + 40.0,
-            W - RIGHT + 46.0,
-            ly + 4.0
-        );
-    }
-    svg + "</svg>\n"
 }

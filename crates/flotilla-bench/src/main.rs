@@ -112,6 +112,7 @@ pub(crate) enum Runtime {
 }
 
 mod etcd;
+mod plot;
 mod pods;
 mod schedule;
 mod swarm;
@@ -151,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { kills } => failover(kills).await?,
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
         Bench::Start { pods, runtime } => pods::start(pods, runtime).await?,
-        Bench::Schedule { nodes, pods } => schedule::schedule(nodes, pods).await?,
+        Bench::Schedule { nodes, pods } => schedule::schedule(nodes, pods, &cli.out).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
     let path = cli.out.join(format!("{name}.json"));

@@ -7,6 +7,7 @@
 //! them: for each Pod bound to a hollow node, a client reports it Running
 //! through the API as a node's agent with an instant runtime would.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::ms;
+use crate::plot::{Axis, Series, line_chart};
 
 /// Hollow Nodes never heartbeat: the peers' timings are stretched so that
 /// none is declared NotReady during a run.
@@ -26,7 +28,9 @@ const HOLLOW_LABEL: &str = "flotilla.io/hollow";
 /// Concurrent hollow kubelets reporting Pods Running, spread over the peers.
 const HOLLOW_KUBELETS: usize = 16;
 /// Attempts at one status report before the benchmark gives up on it.
-const REPORT_ATTEMPTS: usize = 5;
+const REPORT_ATTEMPTS: usize = 10;
+/// Wait before the next attempt, times the attempts so far.
+const REPORT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest a run may take before the benchmark gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(900);
 
@@ -116,19 +120,24 @@ fn start_hollow_kubelets(cluster: &Cluster, bound: mpsc::Receiver<Value>) -> Vec
                     let Some(mut pod) = bound.lock().await.recv().await else { break };
                     let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
                     let k = key("Pod", "default", &name);
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
+                    for attempt in 1..=REPORT_ATTEMPTS {
                         let revision: u64 = pod["metadata"]["resourceVersion"].as_str().unwrap_or("0").parse()?;
                         let now = flotilla_api::time::format_rfc3339(unix_ms());
                         match client.put(k.clone(), running(pod.clone(), &now).to_string(), Expect::Revision(revision)).await {
                             Ok(_) => break,
-                            // Raced with another write to the Pod: read it again.
-                            Err(_) if attempt < REPORT_ATTEMPTS => {
-                                let Some(current) = client.get(k.clone(), false).await? else { break };
-                                pod = serde_json::from_str(&current)?;
+                            Err(e) if attempt == REPORT_ATTEMPTS => {
+                                anyhow::bail!("could not report {name} Running in {REPORT_ATTEMPTS} attempts: {e}")
                             }
-                            Err(e) => anyhow::bail!("could not report {name} Running: {e}"),
+                            // Raced with another write to the Pod, or the
+                            // cluster pushed back: wait, read it again.
+                            Err(_) => {
+                                tokio::time::sleep(REPORT_BACKOFF * attempt as u32).await;
+                                match client.get(k.clone(), false).await {
+                                    Ok(Some(current)) => pod = serde_json::from_str(&current)?,
+                                    Ok(None) => break,
+                                    Err(_) => {}
+                                }
+                            }
                         }
                     }
                 }
@@ -138,7 +147,7 @@ fn start_hollow_kubelets(cluster: &Cluster, bound: mpsc::Receiver<Value>) -> Vec
         .collect()
 }
 
-pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
+pub async fn schedule(nodes: usize, pods: usize, out: &Path) -> anyhow::Result<Value> {
     let options = Options { node: "runtime = \"fake\"\n".into(), timing: LONG_TIMING.into(), ..Options::default() };
     let cluster = Cluster::start(3, options);
     println!("scheduling: 3 voters on loopback with fsync, fake runtime, {nodes} hollow nodes, a ReplicaSet scaled 0 -> {pods}");
@@ -180,7 +189,13 @@ pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
         if pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running") {
             running.insert(name);
         } else if pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) && bound.insert(name) {
-            to_report.send(pod).await?;
+            if to_report.send(pod).await.is_err() {
+                // Every hollow kubelet has stopped: one of them says why.
+                for kubelet in kubelets {
+                    kubelet.await??;
+                }
+                anyhow::bail!("the hollow kubelets stopped");
+            }
             if bound.len() == pods {
                 all_bound = Some(t0.elapsed());
             }
@@ -212,8 +227,20 @@ pub async fn schedule(nodes: usize, pods: usize) -> anyhow::Result<Value> {
         100.0 * cpu / took.as_secs_f64(),
         max_rss as f64 / (1 << 20) as f64
     );
+    let name = format!("schedule-{nodes}-nodes-{pods}-pods");
+    let plot = out.join(format!("{name}.svg"));
+    let line = |label: &str, colour, field: &str| Series {
+        name: label.into(),
+        colour,
+        dashed: false,
+        points: progress.iter().map(|p| (p["seconds"].as_f64().unwrap_or(0.0), p[field].as_f64().unwrap_or(0.0))).collect(),
+    };
+    let series = [line("created", "#7f7f7f", "created"), line("bound", "#1f77b4", "bound"), line("Running", "#2ca02c", "running")];
+    std::fs::write(&plot, line_chart(&format!("{pods} Pods on {nodes} nodes"), Axis::Linear("seconds"), &series))?;
+    println!("plot: {}", plot.display());
     Ok(json!({
-        "bench": format!("schedule-{nodes}-nodes-{pods}-pods"),
+        "bench": name,
+        "plot": plot.display().to_string(),
         "nodes": nodes,
         "pods": pods,
         "seconds": took.as_secs_f64(),
