@@ -24,7 +24,7 @@ bench failover --kills 20
 bench heal --kills 20
 bench start --pods 200
 for nodes in 100 1000 5000; do
-  bench schedule --nodes "$nodes" --pods 10000
+  bench schedule --nodes "$nodes" --pods 10000 --runs 3
 done
 if docker info >/dev/null 2>&1; then
   bash scripts/image.sh "$target/release/flotilla"
@@ -34,5 +34,5 @@ else
   echo "bench: no Docker engine answers: the docker runtime and Swarm figures are skipped"
 fi
 # Last, as it may not finish: at this size each peer holds several GiB.
-bench schedule --nodes 5000 --pods 150000 || echo "bench: 150,000 Pods on 5,000 nodes did not complete"
+bench schedule --nodes 5000 --pods 150000 --runs 1 || echo "bench: 150,000 Pods on 5,000 nodes did not complete"
 ls -l "$target/release/flotilla"

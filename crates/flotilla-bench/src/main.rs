@@ -95,6 +95,9 @@ enum Bench {
         nodes: usize,
         #[arg(long, default_value_t = 10_000)]
         pods: usize,
+        /// Runs, each on a fresh cluster; figures are medians over them.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -152,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Failover { kills } => failover(kills).await?,
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
         Bench::Start { pods, runtime } => pods::start(pods, runtime).await?,
-        Bench::Schedule { nodes, pods } => schedule::schedule(nodes, pods, &cli.out).await?,
+        Bench::Schedule { nodes, pods, runs } => schedule::schedule(nodes, pods, runs, &cli.out).await?,
     };
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
     let path = cli.out.join(format!("{name}.json"));
