@@ -110,7 +110,13 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(tick) => {}
-            changed = next_change(&mut events, &mut cache) => {
+            // Events change nothing a round decides on, and the events a
+            // round writes would otherwise wake the next one. Every event
+            // keeps the decoded copy current on the way; missed ones drop it.
+            changed = objects::next_change(&mut events, |kind| kind != "Event", |event| match event {
+                Some(event) => feed(&mut cache, event),
+                None => cache = None,
+            }) => {
                 if !changed {
                     return;
                 }
@@ -190,32 +196,6 @@ fn plan_round(core: &PeerCore, view: &ClusterView, node_timing: &NodeTiming, lea
     let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
     ops.extend(plan_ops(&plan, &view.pods, now));
     ops
-}
-
-/// Waits for an applied change to anything a round decides on, keeping
-/// the decoded copy current on the way. Events change nothing a round
-/// decides on, and the events a round writes would otherwise wake the next
-/// one. False when the store is gone.
-async fn next_change(events: &mut broadcast::Receiver<AppliedEvent>, cache: &mut Option<ViewCache>) -> bool {
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                feed(cache, &event);
-                if let AppliedEvent::Changes(changes) = &event
-                    && changes.iter().all(|e| e.key.kind == "Event")
-                {
-                    continue;
-                }
-                return true;
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Changes were missed: the copy is rebuilt from the store.
-                *cache = None;
-                return true;
-            }
-            Err(broadcast::error::RecvError::Closed) => return false,
-        }
-    }
 }
 
 fn feed(cache: &mut Option<ViewCache>, event: &AppliedEvent) {

@@ -256,7 +256,7 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
         tokio::select! {
             _ = stop.changed() => return,
             // Only Pods and ConfigMaps change what this node runs.
-            changed = objects::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap") => {
+            changed = objects::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap", |_| {}) => {
                 if !changed {
                     return;
                 }

@@ -18,17 +18,18 @@ pub const NODE_LOST_REASON: &str = "NodeLost";
 /// through the raw Put API) are skipped rather than stopping the leader.
 pub fn decode_all<T: DeserializeOwned>(store: &ObjectStore, kind: Kind) -> Vec<T> {
     let Ok(listed) = store.list(kind.name(), None, 0) else { return Vec::new() };
-    listed
-        .items
-        .iter()
-        .filter_map(|(key, o)| match serde_json::from_str(&o.json) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::debug!("skipping {key}: {e}");
-                None
-            }
-        })
-        .collect()
+    listed.items.iter().filter_map(|(key, o)| decode(key, &o.json)).collect()
+}
+
+/// The object decoded, or `None` (logged) for one that does not decode.
+pub fn decode<T: DeserializeOwned>(key: &ObjectKey, json: &str) -> Option<T> {
+    match serde_json::from_str(json) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::debug!("skipping {key}: {e}");
+            None
+        }
+    }
 }
 
 pub fn key_of(object: &Object) -> ObjectKey {
@@ -112,16 +113,26 @@ pub fn event_op(involved: ObjectReference, reason: &str, message: &str, warning:
 
 /// Waits for an applied change to an object of a kind `relevant` accepts
 /// (or for anything a watcher must treat as a change: a snapshot install,
-/// lagging behind). False when the store is gone.
-pub async fn next_change(events: &mut broadcast::Receiver<AppliedEvent>, relevant: impl Fn(&str) -> bool) -> bool {
+/// lagging behind). `seen` is shown every event received on the way, or
+/// `None` when some were missed. False when the store is gone.
+pub async fn next_change(
+    events: &mut broadcast::Receiver<AppliedEvent>,
+    relevant: impl Fn(&str) -> bool,
+    mut seen: impl FnMut(Option<&AppliedEvent>),
+) -> bool {
     loop {
         match events.recv().await {
-            Ok(AppliedEvent::Changes(changes)) => {
-                if changes.iter().any(|e| relevant(&e.key.kind)) {
-                    return true;
+            Ok(event) => {
+                seen(Some(&event));
+                match &event {
+                    AppliedEvent::Changes(changes) if !changes.iter().any(|e| relevant(&e.key.kind)) => {}
+                    _ => return true,
                 }
             }
-            Ok(AppliedEvent::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                seen(None);
+                return true;
+            }
             Err(broadcast::error::RecvError::Closed) => return false,
         }
     }

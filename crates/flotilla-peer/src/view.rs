@@ -16,6 +16,8 @@ use flotilla_controllers::ClusterView;
 use flotilla_store::{Event, ObjectKey, ObjectStore, StoredObject};
 use serde::de::DeserializeOwned;
 
+use crate::objects;
+
 /// Decoded objects of the kinds a round reads, each kind in key order (the
 /// order a store list gives).
 #[derive(Default)]
@@ -98,13 +100,7 @@ fn load_kind<T: DeserializeOwned, V: From<T>>(store: &ObjectStore, kind: Kind, i
 /// holds something that does not decode (written through the raw Put
 /// API): such an object is skipped rather than stopping the leader.
 fn upsert<T: DeserializeOwned, V: From<T>>(map: &mut BTreeMap<ObjectKey, V>, key: &ObjectKey, stored: Option<&StoredObject>) {
-    let decoded = stored.and_then(|o| match serde_json::from_str::<T>(&o.json) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::debug!("skipping {key}: {e}");
-            None
-        }
-    });
+    let decoded = stored.and_then(|o| objects::decode::<T>(key, &o.json));
     match decoded {
         Some(v) => {
             map.insert(key.clone(), V::from(v));
