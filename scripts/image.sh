@@ -29,7 +29,7 @@ copy_libraries() {
   ldd "$1" | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | while read -r lib; do copy "$lib"; done
 }
 copy_libraries "$bin"
-programs=(sh dash sleep cat echo env ls mkdir rm touch date true false test head tail tr wc hostname)
+programs=(sh dash sleep cat echo env ls mkdir mv rm touch date true false test head tail tr wc hostname flock)
 for name in "${programs[@]}"; do
   # type -P: the program on disk, never the shell builtin of that name.
   path="$(type -P "$name" || true)"

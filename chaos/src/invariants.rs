@@ -9,30 +9,103 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::{FaultWindow, ReplicaSample};
 
+/// Silence, in a run that stamps every 100 ms, long enough to say its
+/// instance was not running: frozen with its machine (a pause) or stalled.
+pub const FROZEN_MIN_NS: u128 = 2_000_000_000;
+/// How long a thawed instance may go on trying after its first refused
+/// stamp before its peer's fence stops it: the peer notices its lease is
+/// gone at its first tick after the thaw, then gives the Pod its grace
+/// period (1 s in the workload) before SIGKILL.
+pub const REFUSALS_WITHIN_NS: u128 = 5_000_000_000;
+
 /// One run of a StatefulSet ordinal, from the stamps its Pod appended to a
 /// file of its own while it ran (host clock, ns since the Unix epoch).
+/// Every stamp went through the ordinal's fence: under a lock, a Pod
+/// stamps only if its fencing token is at least the largest any instance
+/// of the ordinal has shown, and otherwise records the stamp as refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrdinalRun {
     pub ordinal: String,
     /// The run's file: `<ordinal>.<start ns>`.
     pub instance: String,
+    /// How many stamps the fence accepted, the first and the last; a run
+    /// refused from its start is placed at its first refused stamp.
+    pub accepted: usize,
     pub first_ns: u128,
     pub last_ns: u128,
+    /// Stamps the fence refused, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<Refusals>,
+}
+
+/// The stamps a run's fence refused: an older instance writing after a
+/// newer one had written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    pub count: usize,
+    pub first_ns: u128,
+    pub last_ns: u128,
+    /// Time between the run's previous stamp (or its start) and its first
+    /// refused one.
+    pub silent_before_ns: u128,
+    /// The fence accepted a stamp of this run after refusing one: the
+    /// tokens went backwards.
+    pub accepted_after: bool,
 }
 
 /// The runs in record files named `<ordinal>.<start ns>`, each holding one
-/// stamp per line. A file with no whole stamp yet is no run; a torn last
-/// line (the Pod killed mid-write) is ignored.
+/// stamp per line, `<ns>` when the fence accepted it and `<ns> refused`
+/// when not. A file with no whole line yet is no run; a torn last line (the
+/// Pod killed mid-write) is ignored.
 pub fn ordinal_runs<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<OrdinalRun> {
     let mut runs = Vec::new();
     for (file, text) in files {
-        let Some((ordinal, _)) = file.rsplit_once('.') else { continue };
+        let Some((ordinal, start)) = file.rsplit_once('.') else { continue };
+        let Ok(started_ns) = start.parse::<u128>() else { continue };
         // Only whole lines: a torn one could parse as a smaller number.
         let whole = text.rfind('\n').map_or("", |end| &text[..end]);
-        let stamps: Vec<u128> = whole.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        if let (Some(first), Some(last)) = (stamps.first(), stamps.last()) {
-            runs.push(OrdinalRun { ordinal: ordinal.to_string(), instance: file.to_string(), first_ns: *first, last_ns: *last });
+        let mut accepted: Option<(u128, u128)> = None;
+        let mut accepted_count = 0;
+        let mut refused: Option<Refusals> = None;
+        let mut previous_ns = started_ns;
+        for line in whole.lines() {
+            let mut words = line.split_whitespace();
+            let Some(Ok(ns)) = words.next().map(str::parse::<u128>) else { continue };
+            match words.next() {
+                None => {
+                    accepted_count += 1;
+                    accepted = Some(accepted.map_or((ns, ns), |(first, _)| (first, ns)));
+                    if let Some(r) = &mut refused {
+                        r.accepted_after = true;
+                    }
+                }
+                Some("refused") => match &mut refused {
+                    Some(r) => {
+                        r.count += 1;
+                        r.last_ns = ns;
+                    }
+                    None => {
+                        let silent_before_ns = ns.saturating_sub(previous_ns);
+                        refused = Some(Refusals { count: 1, first_ns: ns, last_ns: ns, silent_before_ns, accepted_after: false });
+                    }
+                },
+                Some(_) => continue,
+            }
+            previous_ns = ns;
         }
+        let (first_ns, last_ns) = match (accepted, &refused) {
+            (Some(span), _) => span,
+            (None, Some(r)) => (r.first_ns, r.first_ns),
+            (None, None) => continue,
+        };
+        runs.push(OrdinalRun {
+            ordinal: ordinal.to_string(),
+            instance: file.to_string(),
+            accepted: accepted_count,
+            first_ns,
+            last_ns,
+            refused,
+        });
     }
     runs.sort_by(|a, b| (&a.ordinal, a.first_ns, &a.instance).cmp(&(&b.ordinal, b.first_ns, &b.instance)));
     runs
@@ -43,15 +116,28 @@ pub struct OrdinalCheck {
     pub valid: bool,
     pub ordinals: usize,
     pub runs: usize,
-    /// Pairs of runs of one ordinal whose intervals intersect.
+    /// Pairs of runs of one ordinal whose accepted stamps interleave.
     pub overlaps: Vec<(OrdinalRun, OrdinalRun)>,
+    /// Runs the fence had to stop that were not thawing: an older instance
+    /// still running beside its replacement, or tokens going backwards.
+    pub unfenced: Vec<OrdinalRun>,
+    /// Runs whose stamps the fence refused after they thawed, and how many
+    /// stamps it refused in all.
+    pub fenced_runs: usize,
+    pub refused_stamps: usize,
     /// The shortest gap between one run's last stamp and the next run's
     /// first, per ordinal: how close the handovers came.
     pub closest_handover_ms: Option<f64>,
 }
 
-/// At most one running instance per ordinal: no two runs of one ordinal
-/// overlap. A run is known from its first to its last stamp; it may have
+/// At most one running instance per ordinal, as a fenced resource sees
+/// it: the stamps the fence accepted never interleave between runs, and
+/// the only instances it refused are ones that had been frozen, refused
+/// within a bound after they thawed (their peer's fence then stops them).
+/// An instance that ran on, unfrozen, beside its replacement is a
+/// violation even though the fence refused its writes.
+///
+/// A run is known from its first to its last accepted stamp; it may have
 /// gone on for up to one stamp interval after the last, which this cannot
 /// see, so the interval bounds what an overlap shorter than it can hide.
 pub fn check_ordinals(runs: &[OrdinalRun]) -> OrdinalCheck {
@@ -66,7 +152,8 @@ pub fn check_ordinals(runs: &[OrdinalRun]) -> OrdinalCheck {
         // The run that has reached furthest so far: any later run starting
         // before its end overlaps it.
         let mut furthest: Option<&OrdinalRun> = None;
-        for r in list.iter() {
+        // A run refused from its start never held the ordinal.
+        for r in list.iter().filter(|r| r.accepted > 0) {
             if let Some(f) = furthest {
                 if r.first_ns <= f.last_ns {
                     overlaps.push((f.clone(), (*r).clone()));
@@ -80,11 +167,23 @@ pub fn check_ordinals(runs: &[OrdinalRun]) -> OrdinalCheck {
             }
         }
     }
+    let fenced: Vec<&OrdinalRun> = runs.iter().filter(|r| r.refused.is_some()).collect();
+    let unfenced: Vec<OrdinalRun> = fenced
+        .iter()
+        .filter(|r| {
+            let f = r.refused.as_ref().expect("filtered");
+            f.accepted_after || f.silent_before_ns < FROZEN_MIN_NS || f.last_ns - f.first_ns > REFUSALS_WITHIN_NS
+        })
+        .map(|r| (*r).clone())
+        .collect();
     OrdinalCheck {
-        valid: overlaps.is_empty(),
+        valid: overlaps.is_empty() && unfenced.is_empty(),
         ordinals: by_ordinal.len(),
         runs: runs.len(),
         overlaps,
+        unfenced,
+        fenced_runs: fenced.len(),
+        refused_stamps: fenced.iter().map(|r| r.refused.as_ref().map_or(0, |f| f.count)).sum(),
         closest_handover_ms: closest.map(|ns| ns as f64 / 1e6),
     }
 }
@@ -223,7 +322,7 @@ mod tests {
     use super::*;
 
     fn run(ordinal: &str, first_ns: u128, last_ns: u128) -> OrdinalRun {
-        OrdinalRun { ordinal: ordinal.into(), instance: format!("{ordinal}.{first_ns}"), first_ns, last_ns }
+        OrdinalRun { ordinal: ordinal.into(), instance: format!("{ordinal}.{first_ns}"), accepted: 2, first_ns, last_ns, refused: None }
     }
 
     #[test]
@@ -231,8 +330,8 @@ mod tests {
         let files = [("rec-0.300", "300\n350\n35"), ("rec-0.100", "100\n150\n200\n"), ("rec-1.5", "5"), ("junk", "1\n")];
         let runs = ordinal_runs(files);
         assert_eq!(runs, vec![
-            OrdinalRun { ordinal: "rec-0".into(), instance: "rec-0.100".into(), first_ns: 100, last_ns: 200 },
-            OrdinalRun { ordinal: "rec-0".into(), instance: "rec-0.300".into(), first_ns: 300, last_ns: 350 },
+            OrdinalRun { ordinal: "rec-0".into(), instance: "rec-0.100".into(), accepted: 3, first_ns: 100, last_ns: 200, refused: None },
+            OrdinalRun { ordinal: "rec-0".into(), instance: "rec-0.300".into(), accepted: 2, first_ns: 300, last_ns: 350, refused: None },
         ]);
     }
 
@@ -253,6 +352,59 @@ mod tests {
         assert_eq!(check.overlaps[0].1.first_ns, 500);
         // Touching stamps overlap: both were running at that instant.
         assert!(!check_ordinals(&[run("a", 0, 10), run("a", 10, 20)]).valid);
+    }
+
+    const S: u128 = 1_000_000_000;
+
+    /// Stamps every 100 ms from `from` to `to` (seconds), accepted or not.
+    fn stamps(from: u128, to: u128, suffix: &str) -> String {
+        (from * 10..=to * 10).map(|t| format!("{}{suffix}\n", t * S / 10)).collect()
+    }
+
+    #[test]
+    fn a_thawed_instance_refused_by_the_fence_is_no_overlap() {
+        // The old instance stamps until it freezes at 10 s; its replacement
+        // runs from 20 s; the old one thaws at 27 s, is refused, and is
+        // stopped a second later.
+        let old = stamps(0, 10, "") + &stamps(27, 28, " refused");
+        let new = stamps(20, 40, "");
+        let files = [("db-0.0", old.as_str()), ("db-0.19000000000", new.as_str())];
+        let runs = ordinal_runs(files);
+        let refused = runs[0].refused.clone().expect("refusals read");
+        assert_eq!((refused.count, refused.silent_before_ns, refused.accepted_after), (11, 17 * S, false));
+        assert_eq!((runs[0].first_ns, runs[0].last_ns), (0, 10 * S));
+        let check = check_ordinals(&runs);
+        assert!(check.valid, "{check:?}");
+        assert_eq!((check.fenced_runs, check.refused_stamps), (1, 11));
+
+        // Without the fence's refusal, the same stamps overlap.
+        let unfenced_old = stamps(0, 10, "") + &stamps(27, 28, "");
+        let files = [("db-0.0", unfenced_old.as_str()), ("db-0.19000000000", new.as_str())];
+        assert_eq!(check_ordinals(&ordinal_runs(files)).overlaps.len(), 1);
+    }
+
+    #[test]
+    fn an_instance_running_on_beside_its_replacement_is_caught_though_fenced() {
+        // Never frozen: it stamps without a pause and is refused from the
+        // moment the replacement first writes.
+        let old = stamps(0, 20, "") + &stamps(21, 30, " refused");
+        let new = stamps(21, 40, "");
+        let check = check_ordinals(&ordinal_runs([("db-0.0", old.as_str()), ("db-0.20500000000", new.as_str())]));
+        assert!(!check.valid);
+        assert!(check.overlaps.is_empty());
+        assert_eq!(check.unfenced.len(), 1);
+
+        // Thawed but never stopped: refused for longer than a fence takes.
+        let old = stamps(0, 10, "") + &stamps(27, 40, " refused");
+        let new = stamps(20, 40, "");
+        let check = check_ordinals(&ordinal_runs([("db-0.0", old.as_str()), ("db-0.19000000000", new.as_str())]));
+        assert_eq!(check.unfenced.len(), 1, "{check:?}");
+
+        // Tokens going backwards: accepted again after a refusal.
+        let old = stamps(0, 10, "") + &stamps(27, 27, " refused") + &stamps(28, 29, "");
+        let check = check_ordinals(&ordinal_runs([("db-0.0", old.as_str())]));
+        assert!(check.unfenced[0].refused.as_ref().unwrap().accepted_after);
+        assert!(!check.valid);
     }
 
     fn sample(time_ns: u64, ready: u64) -> ReplicaSample {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use flotilla_api::pod::{
     Condition, Container, ContainerState as ApiContainerState, ContainerStateRunning,
-    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, IntOrString, Pod, PodStatus,
+    ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, EnvVar, IntOrString, Pod, PodField, PodStatus,
     Probe,
 };
 use flotilla_runtime::{
@@ -1026,14 +1026,16 @@ impl PodWorker {
             }
         }
         for target in starts {
-            let c = self.ctr(target).expect("listed");
+            let pod = &self.pod;
+            let c = if target.init { self.init.get_mut(target.index) } else { self.app.get_mut(target.index) };
+            let c = c.expect("listed");
             c.run = Run::Starting;
             let attempt = if c.has_run {
                 c.restart_count + 1
             } else {
                 c.restart_count
             };
-            let spec = container_spec(&c.spec);
+            let spec = container_spec(&c.spec, pod);
             actions.push(RuntimeAction::StartContainer {
                 target,
                 sandbox: sandbox.clone(),
@@ -1363,17 +1365,13 @@ impl PodWorker {
     }
 }
 
-fn container_spec(c: &Container) -> ContainerSpec {
+fn container_spec(c: &Container, pod: &Pod) -> ContainerSpec {
     ContainerSpec {
         name: c.name.clone(),
         image: c.image.clone(),
         command: c.command.clone(),
         args: c.args.clone(),
-        env: c
-            .env
-            .iter()
-            .map(|e| (e.name.clone(), e.value.clone()))
-            .collect(),
+        env: c.env.iter().map(|e| (e.name.clone(), env_value(e, pod))).collect(),
         working_dir: (!c.working_dir.is_empty()).then(|| c.working_dir.clone()),
         mounts: c
             .volume_mounts
@@ -1390,6 +1388,17 @@ fn container_spec(c: &Container) -> ContainerSpec {
             .get("memory")
             .and_then(|q| q.bytes().ok()),
         cpu_limit_millis: c.resources.limits.get("cpu").and_then(|q| q.millis().ok()),
+    }
+}
+
+/// A variable's literal value, or the Pod field its `fieldRef` names.
+/// Validation refused unknown field paths at admission; one that still
+/// fails to parse here gives the empty value, as a missing label does.
+fn env_value(e: &EnvVar, pod: &Pod) -> String {
+    let field = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref());
+    match field {
+        Some(r) => PodField::parse(&r.field_path).map(|f| pod.field(&f)).unwrap_or_default(),
+        None => e.value.clone(),
     }
 }
 

@@ -3,8 +3,8 @@
 
 use flotilla_api::meta::ObjectMeta;
 use flotilla_api::pod::{
-    ConfigMapVolumeSource, ContainerPort, EnvVar, ExecAction, HttpGetAction, KeyToPath, PodSpec,
-    TcpSocketAction, Volume,
+    ConfigMapVolumeSource, ContainerPort, EnvVar, EnvVarSource, ExecAction, HttpGetAction, KeyToPath, PodSpec,
+    ObjectFieldSelector, TcpSocketAction, Volume,
 };
 
 use super::*;
@@ -61,6 +61,8 @@ struct Sim {
     net_ok: bool,
     stops: Vec<(String, u64)>,
     sandboxes: Vec<SandboxSpec>,
+    /// Every container as the worker asked for it to start.
+    started_specs: Vec<ContainerSpec>,
     removed: bool,
     events: Vec<WorkerEvent>,
 }
@@ -93,6 +95,7 @@ impl Sim {
             net_ok: true,
             stops: Vec::new(),
             sandboxes: Vec::new(),
+            started_specs: Vec::new(),
             removed: false,
             events: Vec::new(),
         }
@@ -129,6 +132,7 @@ impl Sim {
                 attempt,
                 ..
             } => {
+                self.started_specs.push(spec.clone());
                 if let Some(message) = self.start_errors.get(&spec.name) {
                     self.pending.push(Observation::ContainerStartFailed {
                         target,
@@ -870,10 +874,35 @@ fn missing_config_map_waits_then_mounts() {
             ..Default::default()
         },
     ];
-    p.spec.containers[0].env = vec![EnvVar {
-        name: "X".into(),
-        value: "1".into(),
-    }];
+    p.metadata.annotations.insert("flotilla.dev/fencing-token".into(), "42".into());
+    let field_ref = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.into(),
+            ..Default::default()
+        }),
+    };
+    p.spec.containers[0].env = vec![
+        EnvVar {
+            name: "X".into(),
+            value: "1".into(),
+            value_from: None,
+        },
+        EnvVar {
+            name: "TOKEN".into(),
+            value: String::new(),
+            value_from: Some(field_ref("metadata.annotations['flotilla.dev/fencing-token']")),
+        },
+        EnvVar {
+            name: "POD".into(),
+            value: String::new(),
+            value_from: Some(field_ref("metadata.name")),
+        },
+        EnvVar {
+            name: "MISSING".into(),
+            value: String::new(),
+            value_from: Some(field_ref("metadata.labels['absent']")),
+        },
+    ];
     p.spec.containers[0].ports = vec![ContainerPort {
         container_port: 80,
         host_port: Some(8080),
@@ -904,6 +933,16 @@ fn missing_config_map_waits_then_mounts() {
     assert_eq!(spec.host_ports, [(80, 8080)]);
     assert_eq!(spec.hostname, "web");
     assert_eq!(sim.status().phase, "Running");
+    // The Downward API: values read from the Pod itself.
+    assert_eq!(
+        sim.started_specs[0].env,
+        [
+            ("X".to_string(), "1".to_string()),
+            ("TOKEN".into(), "42".into()),
+            ("POD".into(), "web".into()),
+            ("MISSING".into(), String::new()),
+        ]
+    );
 }
 
 #[test]

@@ -47,6 +47,7 @@ fn pod(uid: &str, policy: &str, env: &[(&str, &str)]) -> DesiredPod {
             .map(|(k, v)| EnvVar {
                 name: k.to_string(),
                 value: v.to_string(),
+                value_from: None,
             })
             .collect(),
         ..Default::default()

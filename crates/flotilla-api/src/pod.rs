@@ -99,8 +99,93 @@ pub struct Container {
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
+    /// The Downward API: the value read from the Pod's own fields when its
+    /// containers start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvVarSource>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<ObjectFieldSelector>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectFieldSelector {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    pub field_path: String,
+}
+
+/// The annotation the store sets on every Pod it creates: the revision of
+/// the creation. A Pod that replaces another of the same name always holds
+/// a larger token, so a resource that refuses writes carrying a token
+/// smaller than one it has seen fences off an older instance that still
+/// runs (a paused machine thawing after its Pod was replaced elsewhere).
+pub const FENCING_TOKEN_ANNOTATION: &str = "flotilla.dev/fencing-token";
+
+/// What a `fieldRef` names, parsed: the Pod fields the Downward API exposes
+/// as environment variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodField {
+    Name,
+    Namespace,
+    Uid,
+    NodeName,
+    Label(String),
+    Annotation(String),
+}
+
+impl PodField {
+    /// Parses `metadata.name`, `metadata.labels['key']`, `spec.nodeName`
+    /// and the like, as Kubernetes spells them.
+    pub fn parse(path: &str) -> Result<PodField, String> {
+        let keyed = |prefix: &str| -> Option<Result<String, String>> {
+            let rest = path.strip_prefix(prefix)?;
+            let key = rest
+                .strip_prefix("['")
+                .and_then(|r| r.strip_suffix("']"))
+                .filter(|k| !k.is_empty());
+            Some(key.map(str::to_string).ok_or_else(|| format!("{path:?}: write the key as {prefix}['key']")))
+        };
+        if let Some(key) = keyed("metadata.labels") {
+            return key.map(PodField::Label);
+        }
+        if let Some(key) = keyed("metadata.annotations") {
+            return key.map(PodField::Annotation);
+        }
+        match path {
+            "metadata.name" => Ok(PodField::Name),
+            "metadata.namespace" => Ok(PodField::Namespace),
+            "metadata.uid" => Ok(PodField::Uid),
+            "spec.nodeName" => Ok(PodField::NodeName),
+            _ => Err(format!(
+                "{path:?} is not supported: use metadata.name, metadata.namespace, metadata.uid, \
+                 metadata.labels['key'], metadata.annotations['key'] or spec.nodeName"
+            )),
+        }
+    }
+}
+
+impl Pod {
+    /// The value of a Downward API field; empty where the Pod has none, as
+    /// Kubernetes gives for a missing label.
+    pub fn field(&self, field: &PodField) -> String {
+        let m = &self.metadata;
+        match field {
+            PodField::Name => m.name.clone(),
+            PodField::Namespace => m.namespace.clone(),
+            PodField::Uid => m.uid.clone(),
+            PodField::NodeName => self.spec.node_name.clone(),
+            PodField::Label(k) => m.labels.get(k).cloned().unwrap_or_default(),
+            PodField::Annotation(k) => m.annotations.get(k).cloned().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::meta::{LabelSelector, ObjectMeta};
 use crate::object::{FieldError, Object};
 use crate::path::FieldPath;
-use crate::pod::{Container, IntOrString, PodSpec, PodTemplateSpec, Probe};
+use crate::pod::{Container, IntOrString, PodField, PodSpec, PodTemplateSpec, Probe};
 use crate::quantity::Quantity;
 
 struct Errors(Vec<FieldError>);
@@ -355,8 +355,22 @@ fn container(e: &mut Errors, path: &FieldPath, c: &Container, volumes: &BTreeSet
         e.add(path.key("image"), "required");
     }
     for (i, env) in c.env.iter().enumerate() {
+        let at = path.key("env").index(i);
         if env.name.is_empty() || env.name.contains('=') {
-            e.add(path.key("env").index(i).key("name"), "required, without '='");
+            e.add(at.key("name"), "required, without '='");
+        }
+        if let Some(from) = &env.value_from {
+            if !env.value.is_empty() {
+                e.add(at.key("valueFrom"), "may not be set together with value");
+            }
+            match &from.field_ref {
+                Some(r) => {
+                    if let Err(reason) = PodField::parse(&r.field_path) {
+                        e.add(at.key("valueFrom").key("fieldRef").key("fieldPath"), reason);
+                    }
+                }
+                None => e.add(at.key("valueFrom"), "needs fieldRef, the one source supported"),
+            }
         }
     }
     if !c.working_dir.is_empty() && !c.working_dir.starts_with('/') {

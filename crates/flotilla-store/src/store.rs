@@ -5,6 +5,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use flotilla_api::pod::FENCING_TOKEN_ANNOTATION;
+
 use crate::{Command, CommandResult, ObjectKey, Op, OpResult, Precondition, WriteError};
 
 /// Largest object the store accepts, as etcd does (1.5 MiB there): big
@@ -364,6 +366,8 @@ impl ObjectStore {
                 let generation = if spec_changed { prev_generation + 1 } else { prev_generation };
                 let meta = root.get_mut("metadata").and_then(Value::as_object_mut).expect("metadata was inserted");
                 meta.insert("generation".into(), Value::from(generation));
+                let token = pm.pointer(&token_pointer()).cloned();
+                set_fencing_token(meta, token).map_err(&invalid)?;
             }
             None => {
                 if uid.is_empty() {
@@ -372,6 +376,10 @@ impl ObjectStore {
                 meta.insert("uid".into(), Value::String(uid.to_string()));
                 meta.insert("creationTimestamp".into(), Value::String(rfc3339(time_unix_ms)));
                 meta.insert("generation".into(), Value::from(1u64));
+                // The revision this create will commit at: larger than any
+                // earlier Pod's of the same name.
+                let token = (key.kind == "Pod").then(|| Value::String((self.revision + 1).to_string()));
+                set_fencing_token(meta, token).map_err(&invalid)?;
             }
         }
         Ok(value)
@@ -443,6 +451,27 @@ fn check_matches(meta: &Map<String, Value>, field: &str, want: &str) -> Result<(
     }
 }
 
+fn token_pointer() -> String {
+    format!("/annotations/{}", FENCING_TOKEN_ANNOTATION.replace('~', "~0").replace('/', "~1"))
+}
+
+/// The fencing token is the store's to set, as the uid is: whatever a
+/// client sends is replaced by the token the Pod was created with.
+fn set_fencing_token(meta: &mut Map<String, Value>, token: Option<Value>) -> Result<(), String> {
+    let Some(token) = token else {
+        if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
+            annotations.remove(FENCING_TOKEN_ANNOTATION);
+        }
+        return Ok(());
+    };
+    let annotations = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(annotations) = annotations else {
+        return Err("metadata.annotations: must be an object".into());
+    };
+    annotations.insert(FENCING_TOKEN_ANNOTATION.into(), token);
+    Ok(())
+}
+
 fn set_resource_version(mut value: Value, revision: u64) -> String {
     value["metadata"]["resourceVersion"] = Value::String(revision.to_string());
     value.to_string()
@@ -496,6 +525,37 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_474_389_999), "2026-11-23T22:53:09Z");
+    }
+
+    #[test]
+    fn pods_carry_a_fencing_token_that_grows_with_each_new_pod_of_a_name() {
+        let pod = |annotations: &str| Op::Put {
+            key: ObjectKey::new("Pod", "default", "db-0"),
+            object: format!(r#"{{"metadata":{{"annotations":{{{annotations}}}}},"spec":{{"containers":[]}}}}"#),
+            precondition: Precondition::None,
+            uid: "uid-db-0".into(),
+        };
+        let token = |r: &CommandResult| field(&r[0].as_ref().unwrap().object, &format!("/metadata{}", token_pointer()));
+        let mut s = ObjectStore::default();
+        run(&mut s, vec![put("other", "1", Precondition::None)]);
+        // A client cannot choose its token, on create or update.
+        let created = run(&mut s, vec![pod(r#""flotilla.dev/fencing-token":"999""#)]);
+        assert_eq!(token(&created), "2");
+        let updated = run(&mut s, vec![pod(r#""flotilla.dev/fencing-token":"999","note":"x""#)]);
+        assert_eq!(token(&updated), "2");
+        let stripped = run(&mut s, vec![pod("")]);
+        assert_eq!(token(&stripped), "2");
+        run(&mut s, vec![Op::Delete { key: ObjectKey::new("Pod", "default", "db-0"), precondition: Precondition::None }]);
+        let again = run(&mut s, vec![pod("")]);
+        assert_eq!(token(&again), "6", "the replacement's token is larger");
+        // Other kinds carry none, even when a client sends one.
+        let map = run(&mut s, vec![Op::Put {
+            key: key("m"),
+            object: r#"{"metadata":{"annotations":{"flotilla.dev/fencing-token":"1"}}}"#.into(),
+            precondition: Precondition::None,
+            uid: "uid-m".into(),
+        }]);
+        assert_eq!(token(&map), Value::Null);
     }
 
     #[test]

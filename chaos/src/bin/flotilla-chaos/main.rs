@@ -269,10 +269,13 @@ async fn run(args: &Args, kinds: Vec<Nemesis>, seed: u64, reproduce: &str) -> an
         let convergence = check_convergence("statefulset", &samples, &fault_log, bound_ms);
         let valid = ordinals.valid && convergence.valid && ordinals.ordinals as u64 == pods::STATEFULSET_REPLICAS;
         let summary = format!(
-            "{} runs of {} ordinals, {} overlapping; closest handover {}; {}",
+            "{} runs of {} ordinals, {} overlapping, {} unfenced; {} thawed runs refused by the fence ({} stamps); closest handover {}; {}",
             ordinals.runs,
             ordinals.ordinals,
             ordinals.overlaps.len(),
+            ordinals.unfenced.len(),
+            ordinals.fenced_runs,
+            ordinals.refused_stamps,
             ordinals.closest_handover_ms.map_or("none".into(), |ms| format!("{ms:.0} ms")),
             convergence.error.clone().unwrap_or_else(|| format!("ready again at most {} after a heal", fmt_ms(convergence.slowest_ms))),
         );

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use flotilla_chaos::invariants::JobOutcome;
 use flotilla_chaos::report::ReplicaSample;
+use flotilla_api::pod::FENCING_TOKEN_ANNOTATION;
 use flotilla_client::api::ApplyRequest;
 use flotilla_client::{Client, key};
 use serde_json::{Value, json};
@@ -36,9 +37,27 @@ pub struct Selected {
 
 fn statefulset() -> Value {
     // A stamp every 100 ms: an overlap shorter than that can hide between
-    // a run's last stamp and its end.
-    let script = "mkdir -p /records/sts; f=/records/sts/$(hostname).$(date +%s%N); \
-                  while true; do date +%s%N >> $f; sleep 0.1; done";
+    // a run's last stamp and its end. Each stamp goes through the
+    // ordinal's fence, shared by every peer through the records volume:
+    // under its lock, a stamp carrying a fencing token smaller than the
+    // largest seen is refused (and recorded as such), so an instance that
+    // thaws after its replacement started cannot write. The largest token
+    // is replaced by rename, so a Pod killed mid-write never leaves it torn.
+    let script = r#"mkdir -p /records/sts /records/fence; me=$(hostname); f=/records/sts/$me.$(date +%s%N)
+fence=/records/fence/$me; exec 9>>$fence.lock
+while true; do
+  flock 9
+  seen=$(cat $fence 2>/dev/null)
+  if [ "$TOKEN" -ge "${seen:-0}" ]; then
+    if [ "$TOKEN" != "$seen" ]; then echo $TOKEN > $fence.new && mv $fence.new $fence; fi
+    date +%s%N >> $f
+  else
+    echo "$(date +%s%N) refused" >> $f
+  fi
+  flock -u 9
+  sleep 0.1
+done"#;
+    let token = json!({"fieldRef": {"fieldPath": format!("metadata.annotations['{FENCING_TOKEN_ANNOTATION}']")}});
     json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "chaos-sts"},
@@ -50,6 +69,7 @@ fn statefulset() -> Value {
                 "spec": {
                     "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "rec", "image": "flotilla:local", "command": ["sh", "-c", script],
+                                    "env": [{"name": "TOKEN", "valueFrom": token}],
                                     "volumeMounts": [{"name": "records", "mountPath": "/records"}]}],
                     "volumes": [{"name": "records", "hostPath": {"path": "/records"}}]
                 }
