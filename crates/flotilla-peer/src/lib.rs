@@ -17,7 +17,6 @@ pub mod transport;
 pub mod view;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use flotilla_proto::api::cluster_server::ClusterServer;
@@ -27,7 +26,8 @@ use flotilla_proto::node::nodes_server::NodesServer;
 use flotilla_runtime::PodRuntime;
 use flotilla_proto::raft::raft_transport_server::RaftTransportServer;
 use flotilla_raft::network::{Channels, MAX_PEER_MESSAGE_BYTES, NetworkFactory};
-use flotilla_raft::{Backend, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
+use flotilla_raft::backend::Cf;
+use flotilla_raft::{Backend, IoMode, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -160,17 +160,72 @@ async fn isolate_on_signals(channels: Channels) {
     }
 }
 
+/// What a peer runs on, where the simulator puts its own: storage, how
+/// storage waits for the disk, the network to the other peers, the clock
+/// and the Pod runtime.
+pub struct Seams {
+    pub backend: Arc<dyn Backend>,
+    pub io: IoMode,
+    pub channels: Channels,
+    pub clock: Arc<dyn Clock>,
+    pub runtime: Arc<dyn PodRuntime>,
+}
+
 /// Runs a peer until `shutdown` resolves, then stops it cleanly: the
 /// servers stop accepting, Raft stops, and the storage is synced.
 pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), PeerError> {
     let data_dir = config.data_dir.clone();
     let dir_error = |source| PeerError::DataDir { dir: data_dir.display().to_string(), source };
     std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
-    let db_path: PathBuf = data_dir.join("db");
+    let backend: Arc<dyn Backend> = Arc::new(RocksBackend::open(&data_dir.join("db")).map_err(dir_error)?);
+    let system_clock = Arc::new(SystemClock::default());
+    if config.faults.clock {
+        tokio::spawn(system_clock.clone().follow_offset_file(data_dir.join(CLOCK_OFFSET_FILE)));
+    }
+    let clock: Arc<dyn Clock> = system_clock;
+    let runtime = open_runtime(&config, clock.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| PeerError::Bind { addr: config.listen.to_string(), source })?;
+    // Small Raft and client messages must not wait for Nagle's algorithm:
+    // with delayed ACKs that adds ~40 ms to every round trip. The builder's
+    // own nodelay setting does not reach sockets from a custom listener.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|socket| {
+        if let Ok(s) = &socket {
+            let _ = s.set_nodelay(true);
+        }
+        socket
+    });
+    let seams = Seams { backend, io: IoMode::Threads, channels: Channels::default(), clock, runtime };
+    run_with(config, seams, incoming, shutdown).await
+}
+
+/// Runs a peer on the given seams, serving the connections `incoming`
+/// yields, until `shutdown` resolves.
+pub async fn run_with<I, IO, IE>(
+    config: PeerConfig,
+    seams: Seams,
+    incoming: I,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), PeerError>
+where
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Seams { backend, io, channels, clock, runtime } = seams;
+    let data_dir = config.data_dir.clone();
+    let dir_error = |source| PeerError::DataDir { dir: data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
     let identity_file = IdentityFile::new(&data_dir);
-    let record = identity_file.load_or_create(&config.cluster, config.id, db_path.exists())?;
-    let backend: Arc<dyn Backend> = Arc::new(RocksBackend::open(&db_path).map_err(dir_error)?);
-    let log_store = LogStore::new(backend.clone());
+    // A data directory holding state but no identity is refused: it
+    // belongs to a peer that never finished joining, or to another program.
+    let mut holds_state = false;
+    for cf in [Cf::Log, Cf::Meta, Cf::Applied] {
+        holds_state |= backend.last(cf).map_err(dir_error)?.is_some();
+    }
+    let record = identity_file.load_or_create(&config.cluster, config.id, holds_state)?;
+    let log_store = LogStore::new(backend.clone(), io.clone());
     let state_machine = StateMachine::open(
         backend.clone(),
         Some(data_dir.join("snapshot.bin")),
@@ -178,10 +233,10 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         // A binding planned on stale state must not oversubscribe a node:
         // every peer re-checks it as it applies it.
         Some(Arc::new(flotilla_scheduler::BindingAdmission)),
+        &io,
     )
     .map_err(dir_error)?;
     let store = state_machine.handle();
-    let channels = Channels::default();
     let membership = Arc::new(ClusterMembership::new(config.clone(), identity_file, record, channels.clone()));
     let network = NetworkFactory {
         identity: membership.identity.clone(),
@@ -191,14 +246,8 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, state_machine)
         .await
         .map_err(|e| PeerError::Raft(e.to_string()))?;
-    let system_clock = Arc::new(SystemClock::default());
-    if config.faults.clock {
-        tokio::spawn(system_clock.clone().follow_offset_file(data_dir.join(CLOCK_OFFSET_FILE)));
-    }
-    let clock: Arc<dyn Clock> = system_clock;
     let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
     let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock.clone());
-    let runtime = open_runtime(&config, clock.clone()).await?;
     let capabilities = runtime.capabilities();
     for limitation in &capabilities.limitations {
         tracing::warn!("{} runtime: {limitation}", runtime.name());
@@ -228,9 +277,6 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
         liveness: leader::Liveness::default(),
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| PeerError::Bind { addr: config.listen.to_string(), source })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(membership.clone().bootstrap_or_join(raft.clone(), stop_rx.clone()));
     tokio::spawn(membership.clone().reconcile_voters(raft.clone(), stop_rx.clone()));
@@ -258,15 +304,6 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     }
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
     let transport = TransportService::new(raft.clone(), link, membership);
-    // Small Raft and client messages must not wait for Nagle's algorithm:
-    // with delayed ACKs that adds ~40 ms to every round trip. The builder's
-    // own nodelay setting does not reach sockets from a custom listener.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|socket| {
-        if let Ok(s) = &socket {
-            let _ = s.set_nodelay(true);
-        }
-        socket
-    });
     let served = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(transport)

@@ -245,8 +245,10 @@ impl ClusterMembership {
     }
 }
 
-/// A random id for a new cluster, from the OS's entropy.
+/// A random id for a new cluster, from the OS's entropy (the seed's, in
+/// the simulator).
 fn new_cluster_id() -> String {
-    let bits: u128 = rand::random();
-    format!("{bits:032x}")
+    let mut b = [0u8; 16];
+    flotilla_raft::entropy::fill(&mut b);
+    format!("{:032x}", u128::from_be_bytes(b))
 }

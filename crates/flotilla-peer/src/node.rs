@@ -154,11 +154,15 @@ pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: wa
         answered_tx.send_replace(Some(sent));
         if agent.is_fenced() {
             match caught_up(&core, &node_name).await {
-                Ok(()) => {
+                // Catching up can outlast the lease this answer gave (a
+                // partition starting meanwhile): Pods run again only on a
+                // lease still held.
+                Ok(()) if sent.elapsed() < fence_after => {
                     tracing::info!("a leader answers and this replica has caught up: Pods may run");
                     agent.unfence();
                     agent.sync(core.store.read(|s| desired_pods(s, &node_name)));
                 }
+                Ok(()) => tracing::info!("still fenced: caught up only after the lease had run out"),
                 Err(e) => tracing::info!("still fenced: {e}"),
             }
         }
@@ -167,6 +171,9 @@ pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: wa
 
 /// Fences the agent the moment `fence_after_ms` has passed since the last
 /// answered heartbeat was sent, whatever the heartbeat loop is waiting on.
+/// It keeps that deadline while the agent is fenced too: the agent may be
+/// unfenced before the deadline, on the strength of that same answer, and
+/// must then be fenced at it.
 async fn fence_watchdog(
     core: Arc<PeerCore>,
     agent: Arc<Agent>,
@@ -176,29 +183,27 @@ async fn fence_watchdog(
     let fence_after = Duration::from_millis(core.config.timing.fence_after_ms);
     loop {
         let last = *answered.borrow_and_update();
-        match last {
-            Some(sent) if !agent.is_fenced() => {
-                tokio::select! {
-                    // The deadline first: when a thaw makes both ready, the
-                    // late answer must not win.
-                    biased;
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep_until((sent + fence_after).into()) => {
+        if let Some(sent) = last {
+            tokio::select! {
+                // The deadline first: when a thaw makes both ready, the
+                // late answer must not win.
+                biased;
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep_until((sent + fence_after).into()) => {
+                    if !agent.is_fenced() {
                         tracing::warn!(
                             "no leader with a valid lease answered for {} ms: killing every Pod on this node (fencing)",
                             sent.elapsed().as_millis()
                         );
                         agent.fence().await;
                     }
-                    _ = answered.changed() => {}
                 }
+                _ = answered.changed() => continue,
             }
-            _ => {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = answered.changed() => {}
-                }
-            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = answered.changed() => {}
         }
     }
 }

@@ -140,7 +140,8 @@ pub async fn next_change(
 
 /// A fresh object uid, random like Kubernetes' (UUID version 4 layout).
 pub fn new_uid() -> String {
-    let b: [u8; 16] = rand::random();
+    let mut b = [0u8; 16];
+    flotilla_raft::entropy::fill(&mut b);
     let v = u128::from_be_bytes(b) & !(0xf000 << 64) & !(0xc000 << 48) | (0x4000 << 64) | (0x8000 << 48);
     let h = format!("{v:032x}");
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])

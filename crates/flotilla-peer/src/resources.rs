@@ -56,7 +56,7 @@ pub fn prepare(req: &ApplyRequest) -> Result<Prepared, String> {
 fn random_suffix() -> String {
     // Consonants and digits only, as Kubernetes uses, so no words appear.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..GENERATED_SUFFIX_LEN).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..GENERATED_SUFFIX_LEN).map(|_| ALPHABET[flotilla_raft::entropy::below(ALPHABET.len() as u64) as usize] as char).collect()
 }
 
 pub fn labels_of(json: &str) -> BTreeMap<String, String> {

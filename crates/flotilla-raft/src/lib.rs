@@ -4,8 +4,11 @@
 
 pub mod backend;
 pub mod codec;
+pub mod entropy;
+pub mod inspect;
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
 
 use openraft::impls::BasicNode;
@@ -18,6 +21,11 @@ openraft::declare_raft_types!(
         R = flotilla_store::CommandResult,
         NodeId = u64,
         Node = BasicNode,
+        // Standard Raft: at most one leader per term, as etcd, and the
+        // invariant the simulator checks. (openraft's default lets several
+        // leaders share a term, told apart by node id.)
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+        AsyncRuntime = runtime::FlotillaRuntime,
 );
 
 pub type NodeId = u64;
@@ -32,5 +40,22 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Snapsho
 pub type SnapshotData = std::io::Cursor<Vec<u8>>;
 
 pub use backend::{Backend, MemoryBackend, RocksBackend};
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// How storage waits for the disk.
+#[derive(Clone, Debug, Default)]
+pub enum IoMode {
+    /// Real peers: a syncer thread makes appends durable in groups, and
+    /// snapshot files are written on Tokio's blocking pool.
+    #[default]
+    Threads,
+    /// The simulator: every sync and snapshot write happens on the task
+    /// that asked for it, so that one thread runs the whole cluster in an
+    /// order the seed decides. Each log sync first waits `sync_delay_ms`
+    /// of (simulated) time: the slow-disk fault.
+    Inline { sync_delay_ms: Arc<AtomicU64> },
+}
 pub use log_store::LogStore;
 pub use state_machine::{AppliedEvent, StateMachine, StoreHandle};

@@ -10,16 +10,18 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, RaftTypeConfig};
 
 use crate::backend::{Backend, Batch, Cf};
 use crate::codec::{decode, encode};
-use crate::{Entry, LogId, TypeConfig, Vote};
+use crate::{Entry, IoMode, LogId, TypeConfig, Vote};
 
-const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
@@ -34,18 +36,31 @@ fn index_key(index: u64) -> [u8; 8] {
 #[derive(Clone)]
 pub struct LogStore {
     backend: Arc<dyn Backend>,
-    syncer: mpsc::SyncSender<IOFlushed<TypeConfig>>,
+    syncs: Syncs,
+}
+
+/// Who makes appends durable.
+#[derive(Clone)]
+enum Syncs {
+    Thread(mpsc::SyncSender<IOFlushed<TypeConfig>>),
+    Inline(Arc<std::sync::atomic::AtomicU64>),
 }
 
 impl LogStore {
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
-        let (syncer, pending) = mpsc::sync_channel::<IOFlushed<TypeConfig>>(MAX_PENDING_SYNCS);
-        let sync_backend = backend.clone();
-        std::thread::Builder::new()
-            .name("raft-log-sync".into())
-            .spawn(move || run_syncer(sync_backend, pending))
-            .expect("spawning the log syncer thread");
-        Self { backend, syncer }
+    pub fn new(backend: Arc<dyn Backend>, io: IoMode) -> Self {
+        let syncs = match io {
+            IoMode::Threads => {
+                let (syncer, pending) = mpsc::sync_channel::<IOFlushed<TypeConfig>>(MAX_PENDING_SYNCS);
+                let sync_backend = backend.clone();
+                std::thread::Builder::new()
+                    .name("raft-log-sync".into())
+                    .spawn(move || run_syncer(sync_backend, pending))
+                    .expect("spawning the log syncer thread");
+                Syncs::Thread(syncer)
+            }
+            IoMode::Inline { sync_delay_ms } => Syncs::Inline(sync_delay_ms),
+        };
+        Self { backend, syncs }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -143,9 +158,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.put(Cf::Log, index_key(entry.log_id.index), encode(&entry));
         }
         self.backend.write(b, false)?;
-        self.syncer
-            .send(callback)
-            .map_err(|_| io::Error::other("the log syncer thread has stopped"))
+        match &self.syncs {
+            Syncs::Thread(syncer) => {
+                syncer.send(callback).map_err(|_| io::Error::other("the log syncer thread has stopped"))
+            }
+            Syncs::Inline(delay_ms) => {
+                let delay_ms = delay_ms.load(Ordering::Relaxed);
+                if delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                }
+                let result = self.backend.sync();
+                let report = result.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                callback.io_completed(report);
+                result
+            }
+        }
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -47,6 +47,10 @@ impl ClusterIdentity {
     }
 }
 
+/// Turns an endpoint into a lazily connecting channel: over the operating
+/// system's TCP for real peers, over the simulated network in the simulator.
+pub type ChannelMaker = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
+
 /// Opens (lazily) and caches one HTTP/2 channel per peer address.
 #[derive(Clone, Default)]
 pub struct Channels {
@@ -54,6 +58,8 @@ pub struct Channels {
     /// Set by fault injection: every call to another peer fails as if the
     /// network were cut, so a partition can be tested on one machine.
     isolated: Arc<AtomicBool>,
+    /// `None`: tonic's own TCP connector.
+    maker: Option<ChannelMaker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,11 @@ pub enum ChannelError {
 }
 
 impl Channels {
+    /// Channels made by `maker` instead of tonic's TCP connector.
+    pub fn with_maker(maker: ChannelMaker) -> Self {
+        Self { maker: Some(maker), ..Self::default() }
+    }
+
     /// Cuts this peer off from the others (`true`) or reconnects it.
     pub fn set_isolated(&self, isolated: bool) {
         self.isolated.store(isolated, Ordering::SeqCst);
@@ -82,13 +93,16 @@ impl Channels {
         if let Some(c) = cache.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|source| ChannelError::BadAddress { addr: addr.to_string(), source })?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.maker {
+            Some(make) => make(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         cache.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -20,11 +20,11 @@ use tokio::sync::{broadcast, watch};
 
 use crate::backend::{Backend, Batch, Cf};
 use crate::codec::{decode, encode};
-use crate::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
+use crate::{IoMode, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
 
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_REVISION: &[u8] = b"revision";
+pub(crate) const KEY_REVISION: &[u8] = b"revision";
 const KEY_TIME: &[u8] = b"time";
 
 /// Batches of events buffered for watchers. A watcher that falls further
@@ -33,6 +33,28 @@ const EVENT_CHANNEL_BATCHES: usize = 1024;
 
 /// Objects read from the backend per scan when loading the applied state.
 const LOAD_SCAN_LIMIT: usize = 10_000;
+
+/// Every applied object in `backend`, read in bounded scans.
+pub(crate) fn load_objects(backend: &dyn Backend) -> io::Result<Vec<(ObjectKey, StoredObject)>> {
+    let mut objects = Vec::new();
+    let mut from = Vec::new();
+    loop {
+        let rows = backend.scan(Cf::Objects, &from, None, LOAD_SCAN_LIMIT)?;
+        let Some((last_key, _)) = rows.last() else { break };
+        from = last_key.clone();
+        from.push(0);
+        let full = rows.len() == LOAD_SCAN_LIMIT;
+        for (k, v) in rows {
+            let key =
+                ObjectKey::decode(&k).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "undecodable object key"))?;
+            objects.push((key, decode::<StoredObject>(&v)?));
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(objects)
+}
 
 /// What watchers receive after each applied batch.
 #[derive(Clone, Debug)]
@@ -58,6 +80,8 @@ struct Shared {
     /// need it; also on disk when `snapshot_path` is set.
     current_snapshot: Mutex<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
     snapshot_path: Option<PathBuf>,
+    /// Write snapshot files on the calling task (see [`IoMode::Inline`]).
+    inline_io: bool,
 }
 
 /// A read-side handle on the applied state for the API: consistent reads,
@@ -114,6 +138,7 @@ impl StateMachine {
         snapshot_path: Option<PathBuf>,
         history_limit: usize,
         admission: Option<Arc<dyn Admission>>,
+        io: &IoMode,
     ) -> io::Result<Self> {
         let last_applied: Option<LogId> =
             backend.get(Cf::Applied, KEY_LAST_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
@@ -121,23 +146,7 @@ impl StateMachine {
             backend.get(Cf::Applied, KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
         let revision: u64 = backend.get(Cf::Applied, KEY_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let time_unix_ms: u64 = backend.get(Cf::Applied, KEY_TIME)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
-        let mut objects = Vec::new();
-        let mut from = Vec::new();
-        loop {
-            let rows = backend.scan(Cf::Objects, &from, None, LOAD_SCAN_LIMIT)?;
-            let Some((last_key, _)) = rows.last() else { break };
-            from = last_key.clone();
-            from.push(0);
-            let full = rows.len() == LOAD_SCAN_LIMIT;
-            for (k, v) in rows {
-                let key = ObjectKey::decode(&k)
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "undecodable object key"))?;
-                objects.push((key, decode::<StoredObject>(&v)?));
-            }
-            if !full {
-                break;
-            }
-        }
+        let objects = load_objects(backend.as_ref())?;
         let mut store = ObjectStore::restore(StoreSnapshot { revision, time_unix_ms, objects }, history_limit);
         store.set_admission(admission);
         let current_snapshot = match &snapshot_path {
@@ -157,6 +166,7 @@ impl StateMachine {
             applied_index: watch::Sender::new(applied_index),
             current_snapshot: Mutex::new(current_snapshot),
             snapshot_path,
+            inline_io: matches!(io, IoMode::Inline { .. }),
         });
         Ok(Self { shared })
     }
@@ -311,10 +321,14 @@ impl RaftSnapshotBuilder<crate::TypeConfig> for SnapshotBuilder {
         let data = Arc::new(data);
         let shared = self.machine.shared.clone();
         let (m, d) = (meta.clone(), data.clone());
-        // Writing a large snapshot file blocks; keep it off the async workers.
-        tokio::task::spawn_blocking(move || StateMachine { shared }.save_snapshot(&m, d))
-            .await
-            .map_err(io::Error::other)??;
+        if shared.inline_io {
+            StateMachine { shared }.save_snapshot(&m, d)?;
+        } else {
+            // Writing a large snapshot file blocks; keep it off the async workers.
+            tokio::task::spawn_blocking(move || StateMachine { shared }.save_snapshot(&m, d))
+                .await
+                .map_err(io::Error::other)??;
+        }
         Ok(Snapshot { meta, snapshot: std::io::Cursor::new(data.as_ref().clone()) })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flotilla_raft::{LogStore, MemoryBackend, RocksBackend, StateMachine, TypeConfig};
+use flotilla_raft::{IoMode, LogStore, MemoryBackend, RocksBackend, StateMachine, TypeConfig};
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
@@ -13,8 +13,10 @@ struct Memory;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Memory {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<TypeConfig>> {
         let backend = Arc::new(MemoryBackend::default());
-        let sm = StateMachine::open(backend.clone(), None, 100, None).expect("state machine");
-        Ok(((), LogStore::new(backend), sm))
+        // The simulator's mode: syncs and snapshot writes on the caller's task.
+        let inline = IoMode::Inline { sync_delay_ms: Arc::default() };
+        let sm = StateMachine::open(backend.clone(), None, 100, None, &inline).expect("state machine");
+        Ok(((), LogStore::new(backend, inline), sm))
     }
 }
 
@@ -30,8 +32,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine> for Rocks {
         let n = self.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.parent.path().join(n.to_string());
         let backend = Arc::new(RocksBackend::open(&dir.join("db")).expect("rocksdb"));
-        let sm = StateMachine::open(backend.clone(), Some(dir.join("snapshot.bin")), 100, None).expect("state machine");
-        Ok(((), LogStore::new(backend), sm))
+        let sm = StateMachine::open(backend.clone(), Some(dir.join("snapshot.bin")), 100, None, &IoMode::Threads).expect("state machine");
+        Ok(((), LogStore::new(backend, IoMode::Threads), sm))
     }
 }
 

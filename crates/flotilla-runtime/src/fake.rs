@@ -272,6 +272,23 @@ impl FakeRuntime {
             .count()
     }
 
+    /// The Pods with a container running now, as (namespace, name, uid),
+    /// each once: what the simulator counts to judge that no two copies of
+    /// one StatefulSet Pod run at once.
+    pub fn running_pods(&self) -> BTreeSet<(String, String, String)> {
+        let now = (self.now_unix_ms)();
+        let mut state = self.lock();
+        let State { containers, sandboxes, .. } = &mut *state;
+        containers
+            .values_mut()
+            .filter_map(|c| {
+                c.settle(now);
+                let sandbox = sandboxes.get(&c.sandbox)?;
+                c.exited.is_none().then(|| (sandbox.namespace.clone(), sandbox.name.clone(), c.pod_uid.clone()))
+            })
+            .collect()
+    }
+
     /// Every `start_container` that succeeded since construction.
     pub fn containers_started(&self) -> u64 {
         self.lock().containers_started
