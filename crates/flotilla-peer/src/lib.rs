@@ -31,7 +31,7 @@ use flotilla_raft::{Backend, IoMode, LogStore, Raft, RocksBackend, StateMachine,
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, NeverBackwards, SystemClock};
 use crate::config::PeerConfig;
 use crate::identity::{IdentityError, IdentityFile};
 use crate::membership::ClusterMembership;
@@ -260,7 +260,8 @@ where
         sync_interval_ms: 200,
         ..AgentConfig::new(config.node_name())
     };
-    let now = clock.clone();
+    // Pod workers schedule on this clock: it must never run backwards.
+    let now = NeverBackwards::new(clock.clone());
     let (agent, reports) = Agent::start(agent_config, runtime, Arc::new(move || now.now_unix_ms()));
     let agent = Arc::new(agent);
     let core = Arc::new(PeerCore {
