@@ -91,6 +91,12 @@ fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
         // Entries per append RPC: bounds message size while letting a
         // lagging follower catch up quickly.
         max_payload_entries: 512,
+        // A peer that was cut off, restarted or left behind asks first
+        // whether it could win, instead of raising the term and unseating
+        // a healthy leader the moment it is back. Over 20 simulated seeds
+        // it cut the healed network faults followed by a new election from
+        // 47 of 74 to 11 (docs/SIMULATION.md).
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()

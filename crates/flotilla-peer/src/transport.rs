@@ -72,6 +72,13 @@ impl RaftTransport for TransportService {
         reply(&self.raft.vote(rpc).await)
     }
 
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        let rpc = decode(&req.payload).map_err(bad_payload)?;
+        reply(&self.raft.pre_vote(rpc).await)
+    }
+
     async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;

@@ -133,6 +133,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 enum Unary {
     AppendEntries,
     Vote,
+    PreVote,
 }
 
 pub struct PeerClient {
@@ -185,6 +186,7 @@ impl PeerClient {
         let reply = match method {
             Unary::AppendEntries => client.append_entries(req).await,
             Unary::Vote => client.vote(req).await,
+            Unary::PreVote => client.pre_vote(req).await,
         }
         .map_err(|s| status_error(self.target, &self.addr, s))?;
         self.reply(&reply.into_inner().payload)
@@ -213,6 +215,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(Unary::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Unary::PreVote, &rpc, &option).await
     }
 
     async fn full_snapshot(
