@@ -606,11 +606,7 @@ impl PodWorker {
     }
 
     fn ctr(&mut self, target: ContainerRef) -> Option<&mut Ctr> {
-        if target.init {
-            self.init.get_mut(target.index)
-        } else {
-            self.app.get_mut(target.index)
-        }
+        pick(&mut self.init, &mut self.app, target)
     }
 
     fn find_running(&self, id: &ContainerId) -> Option<ContainerRef> {
@@ -1026,16 +1022,15 @@ impl PodWorker {
             }
         }
         for target in starts {
-            let pod = &self.pod;
-            let c = if target.init { self.init.get_mut(target.index) } else { self.app.get_mut(target.index) };
-            let c = c.expect("listed");
+            // Borrowed apart from the Pod, which the spec reads.
+            let c = pick(&mut self.init, &mut self.app, target).expect("listed");
             c.run = Run::Starting;
             let attempt = if c.has_run {
                 c.restart_count + 1
             } else {
                 c.restart_count
             };
-            let spec = container_spec(&c.spec, pod);
+            let spec = container_spec(&c.spec, &self.pod);
             actions.push(RuntimeAction::StartContainer {
                 target,
                 sandbox: sandbox.clone(),
@@ -1362,6 +1357,15 @@ impl PodWorker {
                 .map(|c| self.container_status(c, app_waiting))
                 .collect(),
         }
+    }
+}
+
+/// The container `target` names, from the Pod's init or app containers.
+fn pick<'a>(init: &'a mut [Ctr], app: &'a mut [Ctr], target: ContainerRef) -> Option<&'a mut Ctr> {
+    if target.init {
+        init.get_mut(target.index)
+    } else {
+        app.get_mut(target.index)
     }
 }
 

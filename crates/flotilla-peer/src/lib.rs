@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, NeverBackwards, SystemClock};
 use crate::config::PeerConfig;
-use crate::identity::{IdentityError, IdentityFile};
+use crate::identity::{Identity, IdentityError, IdentityFile};
 use crate::membership::ClusterMembership;
 use crate::proposer::{LeaderLink, Proposer};
 use crate::transport::TransportService;
@@ -184,6 +184,9 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     let dir_error = |source| PeerError::DataDir { dir: data_dir.display().to_string(), source };
     std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
     let backend: Arc<dyn Backend> = Arc::new(RocksBackend::open(&data_dir.join("db")).map_err(dir_error)?);
+    // A data directory of another cluster or peer is refused before the
+    // runtime (the docker one builds an image) or the port is touched.
+    open_identity(&config, backend.as_ref())?;
     let system_clock = Arc::new(SystemClock::default());
     if config.faults.clock {
         tokio::spawn(system_clock.clone().follow_offset_file(data_dir.join(CLOCK_OFFSET_FILE)));
@@ -206,6 +209,21 @@ pub async fn run(config: PeerConfig, shutdown: impl Future<Output = ()> + Send +
     run_with(config, seams, incoming, shutdown).await
 }
 
+/// The data directory's identity, created on a first start. A directory
+/// of another cluster or peer is refused, and so is one holding Raft state
+/// but no identity: it belongs to a peer that never finished joining, or
+/// to another program.
+fn open_identity(config: &PeerConfig, backend: &dyn Backend) -> Result<(IdentityFile, Identity), PeerError> {
+    let dir_error = |source| PeerError::DataDir { dir: config.data_dir.display().to_string(), source };
+    let mut holds_state = false;
+    for cf in [Cf::Log, Cf::Meta, Cf::Applied] {
+        holds_state |= backend.last(cf).map_err(dir_error)?.is_some();
+    }
+    let file = IdentityFile::new(&config.data_dir);
+    let record = file.load_or_create(&config.cluster, config.id, holds_state)?;
+    Ok((file, record))
+}
+
 /// Runs a peer on the given seams, serving the connections `incoming`
 /// yields, until `shutdown` resolves.
 pub async fn run_with<I, IO, IE>(
@@ -223,14 +241,7 @@ where
     let data_dir = config.data_dir.clone();
     let dir_error = |source| PeerError::DataDir { dir: data_dir.display().to_string(), source };
     std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
-    let identity_file = IdentityFile::new(&data_dir);
-    // A data directory holding state but no identity is refused: it
-    // belongs to a peer that never finished joining, or to another program.
-    let mut holds_state = false;
-    for cf in [Cf::Log, Cf::Meta, Cf::Applied] {
-        holds_state |= backend.last(cf).map_err(dir_error)?.is_some();
-    }
-    let record = identity_file.load_or_create(&config.cluster, config.id, holds_state)?;
+    let (identity_file, record) = open_identity(&config, backend.as_ref())?;
     let log_store = LogStore::new(backend.clone(), io.clone());
     let state_machine = StateMachine::open(
         backend.clone(),

@@ -40,9 +40,8 @@ pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Snapsho
 pub type SnapshotData = std::io::Cursor<Vec<u8>>;
 
 pub use backend::{Backend, MemoryBackend, RocksBackend};
-
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+pub use log_store::LogStore;
+pub use state_machine::{AppliedEvent, StateMachine, StoreHandle};
 
 /// How storage waits for the disk.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +54,5 @@ pub enum IoMode {
     /// that asked for it, so that one thread runs the whole cluster in an
     /// order the seed decides. Each log sync first waits `sync_delay_ms`
     /// of (simulated) time: the slow-disk fault.
-    Inline { sync_delay_ms: Arc<AtomicU64> },
+    Inline { sync_delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64> },
 }
-pub use log_store::LogStore;
-pub use state_machine::{AppliedEvent, StateMachine, StoreHandle};

@@ -109,7 +109,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(KEY_VOTE)
+        crate::inspect::vote(self.backend.as_ref())
     }
 }
 

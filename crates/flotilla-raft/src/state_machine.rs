@@ -140,11 +140,10 @@ impl StateMachine {
         admission: Option<Arc<dyn Admission>>,
         io: &IoMode,
     ) -> io::Result<Self> {
-        let last_applied: Option<LogId> =
-            backend.get(Cf::Applied, KEY_LAST_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
+        let last_applied = crate::inspect::last_applied(backend.as_ref())?;
         let membership: StoredMembership =
             backend.get(Cf::Applied, KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
-        let revision: u64 = backend.get(Cf::Applied, KEY_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
+        let revision = crate::inspect::revision(backend.as_ref())?;
         let time_unix_ms: u64 = backend.get(Cf::Applied, KEY_TIME)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let objects = load_objects(backend.as_ref())?;
         let mut store = ObjectStore::restore(StoreSnapshot { revision, time_unix_ms, objects }, history_limit);

@@ -15,6 +15,7 @@ pub mod net;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -29,6 +30,7 @@ use flotilla_peer::Seams;
 use flotilla_proto::api::cluster_client::ClusterClient;
 use flotilla_proto::api::objects_client::ObjectsClient;
 use flotilla_proto::api::{ApplyRequest, ObjectKey, Precondition, PreconditionKind, PutRequest, StatusRequest};
+use flotilla_raft::backend::{Batch, Cf, KeyValue};
 use flotilla_raft::inspect;
 use flotilla_raft::{Backend, IoMode, MemoryBackend};
 use flotilla_runtime::fake::FakeRuntime;
@@ -86,29 +88,29 @@ pub enum PlantedBug {
 struct UnsyncedDisk(MemoryBackend);
 
 impl Backend for UnsyncedDisk {
-    fn write(&self, batch: flotilla_raft::backend::Batch, _sync: bool) -> std::io::Result<()> {
+    fn write(&self, batch: Batch, _sync: bool) -> io::Result<()> {
         self.0.write(batch, false)
     }
 
-    fn get(&self, cf: flotilla_raft::backend::Cf, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+    fn get(&self, cf: Cf, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         self.0.get(cf, key)
     }
 
     fn scan(
         &self,
-        cf: flotilla_raft::backend::Cf,
+        cf: Cf,
         from: &[u8],
         to: Option<&[u8]>,
         limit: usize,
-    ) -> std::io::Result<Vec<flotilla_raft::backend::KeyValue>> {
+    ) -> io::Result<Vec<KeyValue>> {
         self.0.scan(cf, from, to, limit)
     }
 
-    fn last(&self, cf: flotilla_raft::backend::Cf) -> std::io::Result<Option<flotilla_raft::backend::KeyValue>> {
+    fn last(&self, cf: Cf) -> io::Result<Option<KeyValue>> {
         self.0.last(cf)
     }
 
-    fn sync(&self) -> std::io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -206,7 +208,6 @@ struct Slot {
 /// thread, so a `RefCell` suffices.
 struct Shared {
     slots: Vec<Slot>,
-    peers: usize,
     planted_bug: Option<PlantedBug>,
     /// Writes the cluster acknowledged: (ConfigMap name, revision).
     acked: Vec<(String, u64)>,
@@ -274,7 +275,7 @@ restart_backoff_max_ms = 10000
 /// Starts one incarnation of peer `index` (at boot and after each crash).
 fn boot(shared: &Rc<RefCell<Shared>>, index: usize) -> (PeerConfig, Seams) {
     let mut s = shared.borrow_mut();
-    let (peers, bug) = (s.peers, s.planted_bug);
+    let (peers, bug) = (s.slots.len(), s.planted_bug);
     let runtime = Arc::new(FakeRuntime::new(Arc::new(sim_now_ms)));
     let slot = &mut s.slots[index];
     slot.runtime = Some(runtime.clone());
@@ -322,7 +323,7 @@ fn endpoint(peer: usize) -> Endpoint {
 /// ConfigMaps through peers the seed picks, each once, until told to stop;
 /// its last write must be acknowledged.
 async fn client(shared: Rc<RefCell<Shared>>) -> turmoil::Result {
-    let peers = shared.borrow().peers;
+    let peers = shared.borrow().slots.len();
     let objects: Vec<_> = (0..peers).map(|p| ObjectsClient::new(net::channel(endpoint(p)))).collect();
     loop {
         let p = flotilla_raft::entropy::below(peers as u64) as usize;
@@ -404,7 +405,6 @@ fn run_seeded(options: &SimOptions) -> Report {
                 down: false,
             })
             .collect(),
-        peers,
         planted_bug: options.planted_bug,
         acked: Vec::new(),
         trace: Vec::new(),
@@ -583,7 +583,7 @@ impl Driver {
     }
 
     fn others(&self, p: usize) -> Vec<usize> {
-        (0..self.shared.borrow().peers).filter(|q| *q != p).collect()
+        (0..self.shared.borrow().slots.len()).filter(|q| *q != p).collect()
     }
 
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, p: usize) {

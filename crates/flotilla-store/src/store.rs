@@ -366,7 +366,7 @@ impl ObjectStore {
                 let generation = if spec_changed { prev_generation + 1 } else { prev_generation };
                 let meta = root.get_mut("metadata").and_then(Value::as_object_mut).expect("metadata was inserted");
                 meta.insert("generation".into(), Value::from(generation));
-                let token = pm.pointer(&token_pointer()).cloned();
+                let token = pm.get("annotations").and_then(|a| a.get(FENCING_TOKEN_ANNOTATION)).cloned();
                 set_fencing_token(meta, token).map_err(&invalid)?;
             }
             None => {
@@ -451,10 +451,6 @@ fn check_matches(meta: &Map<String, Value>, field: &str, want: &str) -> Result<(
     }
 }
 
-fn token_pointer() -> String {
-    format!("/annotations/{}", FENCING_TOKEN_ANNOTATION.replace('~', "~0").replace('/', "~1"))
-}
-
 /// The fencing token is the store's to set, as the uid is: whatever a
 /// client sends is replaced by the token the Pod was created with.
 fn set_fencing_token(meta: &mut Map<String, Value>, token: Option<Value>) -> Result<(), String> {
@@ -535,7 +531,7 @@ mod tests {
             precondition: Precondition::None,
             uid: "uid-db-0".into(),
         };
-        let token = |r: &CommandResult| field(&r[0].as_ref().unwrap().object, &format!("/metadata{}", token_pointer()));
+        let token = |r: &CommandResult| field(&r[0].as_ref().unwrap().object, "/metadata/annotations/flotilla.dev~1fencing-token");
         let mut s = ObjectStore::default();
         run(&mut s, vec![put("other", "1", Precondition::None)]);
         // A client cannot choose its token, on create or update.
