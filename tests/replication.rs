@@ -171,3 +171,54 @@ async fn a_restarted_peer_keeps_its_state_without_rebootstrapping() {
     assert_eq!(value_of(&c.get(key("ConfigMap", "default", "kept"), false).await.unwrap().unwrap()), "yes");
     assert_eq!(cluster.peer(1).log_text().matches("bootstrapped the cluster").count(), 1);
 }
+
+/// Writes `from..to` through `via`, each retried for a bounded time: a
+/// write may meet a leader change, never a cluster that stopped accepting.
+async fn write_range(cluster: &Cluster, via: u64, from: u64, to: u64) {
+    let mut c = cluster.client(via).await;
+    for i in from..to {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.put(key("ConfigMap", "frozen", &format!("k{i}")), config_map(&i.to_string()), Expect::Anything).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("write k{i}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("write k{i} not accepted within 10 s: {e}\n{}", cluster.logs_tail()),
+            }
+        }
+    }
+}
+
+/// Replication runs on one long-lived stream per follower. A follower that
+/// stops answering (SIGSTOP: its socket stays open, nothing comes back)
+/// must fail its stream without holding up the leader, and once thawed it
+/// must catch up and carry the quorum on a fresh stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_follower_neither_stalls_the_leader_nor_misses_writes_once_thawed() {
+    let cluster = Cluster::start(3, Options::default());
+    let leader = cluster.wait_leader(FORM).await;
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let (first, second) = (followers[0], followers[1]);
+    write_range(&cluster, leader, 0, 50).await;
+
+    cluster.pause(first);
+    write_range(&cluster, leader, 50, 100).await;
+    cluster.resume(first);
+    let commit = cluster.client(leader).await.local_status().await.unwrap().commit_index;
+    cluster.wait_status(first, "the thawed follower catches up", FORM, |s| s.last_applied >= commit).await;
+
+    // Now the quorum needs the follower that was frozen.
+    cluster.pause(second);
+    write_range(&cluster, leader, 100, 150).await;
+    cluster.resume(second);
+
+    let mut f = cluster.client(first).await;
+    let (items, _) = f.list("ConfigMap", Some("frozen"), false).await.unwrap();
+    assert_eq!(items.len(), 150);
+    for i in [0u64, 99, 149] {
+        let got = f.get(key("ConfigMap", "frozen", &format!("k{i}")), true).await.unwrap().expect("present");
+        assert_eq!(value_of(&got), i.to_string());
+    }
+}

@@ -321,7 +321,14 @@ where
         tokio::spawn(isolate_on_signals(core.channels.clone()));
     }
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
-    let transport = TransportService::new(raft.clone(), link, membership);
+    // The server's graceful shutdown waits for every open stream; the
+    // replication streams other peers hold open end when it begins.
+    let (closing_tx, closing) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
+    let transport = TransportService::new(raft.clone(), link, membership, closing);
     let served = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(transport)

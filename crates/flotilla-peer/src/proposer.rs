@@ -29,8 +29,12 @@ use crate::clock::Clock;
 /// Ops packed into one log entry at most: bounds entry size and the time
 /// one apply holds the state lock.
 pub const MAX_BATCH_OPS: usize = 512;
-/// Log entries proposed and not yet answered, per peer.
-pub const MAX_IN_FLIGHT: usize = 16;
+/// Log entries proposed and not yet answered, per peer. Two keep the pipe
+/// full (one entry committing while the next fills) and make writes that
+/// arrive meanwhile wait and share an entry: fewer, larger entries and
+/// forwarded batches cost less CPU per write. With 16, most entries held
+/// one write and a write cost about 20 % more CPU at 64 clients.
+pub const MAX_IN_FLIGHT: usize = 2;
 /// Writes waiting to be batched; beyond it clients are told to back off.
 pub const MAX_QUEUED_WRITES: usize = 16_384;
 /// How long a write waits for a leader to be elected before giving up.

@@ -10,6 +10,7 @@ use flotilla_raft::codec::{decode, encode};
 use flotilla_raft::{Raft, Snapshot, SnapshotMeta, Vote};
 use flotilla_store::Command;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::membership::ClusterMembership;
@@ -24,16 +25,46 @@ pub struct TransportService {
     pub link: LeaderLink,
     pub membership: Arc<ClusterMembership>,
     /// Warn once about a foreign cluster rather than on every heartbeat.
-    warned_foreign: AtomicBool,
+    warned_foreign: Arc<AtomicBool>,
+    /// Set when this peer begins to shut down: replication streams end then.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl TransportService {
-    pub fn new(raft: Raft, link: LeaderLink, membership: Arc<ClusterMembership>) -> Self {
-        Self { raft, link, membership, warned_foreign: AtomicBool::new(false) }
+    pub fn new(
+        raft: Raft,
+        link: LeaderLink,
+        membership: Arc<ClusterMembership>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { raft, link, membership, warned_foreign: Arc::new(AtomicBool::new(false)), closing }
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
-        if self.link.channels.isolated() {
+        self.checker().check(cluster_id)
+    }
+
+    fn checker(&self) -> ClusterCheck {
+        ClusterCheck {
+            channels: self.link.channels.clone(),
+            membership: self.membership.clone(),
+            warned_foreign: self.warned_foreign.clone(),
+        }
+    }
+}
+
+/// Decides whether a message from another peer may be taken in: not while
+/// this peer is cut off (fault injection), never from another cluster.
+/// Owned, so that a long-lived stream checks every message it carries.
+struct ClusterCheck {
+    channels: flotilla_raft::network::Channels,
+    membership: Arc<ClusterMembership>,
+    warned_foreign: Arc<AtomicBool>,
+}
+
+impl ClusterCheck {
+    fn check(&self, cluster_id: &str) -> Result<(), Status> {
+        if self.channels.isolated() {
             return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
         }
         match self.membership.accept_cluster(cluster_id) {
@@ -63,6 +94,51 @@ impl RaftTransport for TransportService {
         self.check_cluster(&req.cluster_id)?;
         let rpc = decode(&req.payload).map_err(bad_payload)?;
         reply(&self.raft.append_entries(rpc).await)
+    }
+
+    type AppendStreamStream = BoxStream<'static, Result<RaftReply, Status>>;
+
+    /// Feeds the leader's appends to Raft as they arrive and answers each,
+    /// in order, once it is durable here. A message that cannot be taken in
+    /// (cut off, another cluster, undecodable) ends the stream with its
+    /// error after the answers to the appends before it.
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        // Both halves end when this peer begins to shut down: the request
+        // half is what keeps the stream open for the server.
+        let closed = |mut closing: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        };
+        let incoming = request.into_inner().take_until(closed(self.closing.clone()));
+        let check = self.checker();
+        let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let refused = refusal.clone();
+        let appends = incoming
+            .map(move |message| {
+                let request = message?;
+                check.check(&request.cluster_id)?;
+                decode(&request.payload).map_err(bad_payload)
+            })
+            .take_while(move |append| {
+                let keep = match append {
+                    Ok(_) => true,
+                    Err(status) => {
+                        *refused.lock().expect("refusal lock") = Some(status.clone());
+                        false
+                    }
+                };
+                std::future::ready(keep)
+            })
+            .filter_map(|append| std::future::ready(append.ok()));
+        let answers = self.raft.stream_append(appends).map(|answer| match answer {
+            Ok(result) => Ok(RaftReply { payload: encode(&result) }),
+            Err(fatal) => Err(Status::unavailable(format!("Raft has stopped on this peer: {fatal}"))),
+        });
+        let last = futures::stream::once(async move { refusal.lock().expect("refusal lock").take() })
+            .filter_map(|refusal| std::future::ready(refusal.map(Err)));
+        Ok(Response::new(Box::pin(answers.chain(last).take_until(closed(self.closing.clone())))))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -1,12 +1,20 @@
 //! The Raft transport's client side over tonic. Raft messages travel as
-//! bincode inside the `RaftTransport` service; snapshots as a client stream
+//! bincode inside the `RaftTransport` service; replication as one
+//! bidirectional stream per follower, so that the leader need not wait for
+//! one batch's answer before sending the next; snapshots as a client stream
 //! of bounded chunks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use futures::StreamExt;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::raft::StreamAppendResult;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
 use flotilla_proto::raft::{RaftRequest, SnapshotChunk};
@@ -25,6 +33,11 @@ type RaftError = openraft::error::RaftError<TypeConfig>;
 /// Largest gRPC message a peer accepts from another peer. Append batches are
 /// bounded by openraft's `max_payload_entries`; this is the backstop.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+
+/// AppendEntries sent on a replication stream and not yet answered. Each
+/// may carry up to `max_payload_entries`; the bound keeps a slow follower
+/// from making the leader buffer its whole log.
+const MAX_APPENDS_IN_FLIGHT: usize = 8;
 
 /// The cluster this peer belongs to, once known. Every request carries it so
 /// that peers of different clusters never exchange Raft traffic.
@@ -209,6 +222,49 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.call(Unary::AppendEntries, &rpc, &option).await
     }
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + openraft::OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            // openraft backs off inside its request stream, so the first
+            // append is taken before connecting: a follower that is down
+            // must not be redialled in a tight loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let none: BoxStream<'s, _> = Box::pin(futures::stream::empty());
+                return Ok(none);
+            };
+            let mut client = self.client()?;
+            let in_flight = Arc::new(InFlight::default());
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
+            let requests = outgoing_appends(input, self.channels.clone(), self.identity.get(), in_flight.clone());
+            let replies = client
+                .append_stream(tonic::Request::new(requests))
+                .await
+                .map_err(|s| status_error(self.target, &self.addr, s))?
+                .into_inner();
+            let answers = AppendAnswers {
+                replies,
+                in_flight,
+                answer_within: option.hard_ttl(),
+                target: self.target,
+                addr: self.addr.clone(),
+            };
+            let stream: BoxStream<'s, _> = Box::pin(futures::stream::unfold(Some(answers), |answers| async move {
+                let mut answers = answers?;
+                let answer = answers.next().await?;
+                let go_on = matches!(answer, Ok(Ok(_)));
+                Some((answer, go_on.then_some(answers)))
+            }));
+            Ok(stream)
+        })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -264,5 +320,86 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let decoded: Result<SnapshotResponse<TypeConfig>, openraft::error::Fatal<TypeConfig>> =
             decode(&reply.into_inner().payload).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| StreamingError::Unreachable(Unreachable::from_string(format!("peer {}: {e}", self.target))))
+    }
+}
+
+/// The appends of one replication stream that await their answer, oldest
+/// first: answers come back in the order the appends were sent.
+#[derive(Default)]
+struct InFlight {
+    sent: Mutex<VecDeque<(Instant, OwnedSemaphorePermit)>>,
+    /// Wakes the reader when the first append goes out after an idle spell,
+    /// so that its answer deadline starts counting.
+    sent_one: Notify,
+}
+
+/// Encodes openraft's appends for the wire, holding one of
+/// [`MAX_APPENDS_IN_FLIGHT`] slots for each until it is answered. Ends the
+/// stream when this peer is cut off (fault injection).
+fn outgoing_appends<S>(
+    input: S,
+    channels: Channels,
+    cluster_id: String,
+    in_flight: Arc<InFlight>,
+) -> impl futures::Stream<Item = RaftRequest> + Send + 'static
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+{
+    let slots = Arc::new(Semaphore::new(MAX_APPENDS_IN_FLIGHT));
+    futures::stream::unfold(input, move |mut input| {
+        let (slots, channels, cluster_id, in_flight) = (slots.clone(), channels.clone(), cluster_id.clone(), in_flight.clone());
+        async move {
+            let slot = slots.acquire_owned().await.expect("the semaphore is never closed");
+            let append = input.next().await?;
+            if channels.isolated() {
+                return None;
+            }
+            let request = RaftRequest { cluster_id, payload: encode(&append) };
+            in_flight.sent.lock().expect("in-flight lock").push_back((Instant::now(), slot));
+            in_flight.sent_one.notify_one();
+            Some((request, input))
+        }
+    })
+}
+
+/// The follower's answers on a replication stream, each due within
+/// `answer_within` of its append: a follower that stops answering (a cut
+/// network drops packets silently) fails the stream, as a unary call's
+/// deadline would.
+struct AppendAnswers {
+    replies: tonic::Streaming<flotilla_proto::raft::RaftReply>,
+    in_flight: Arc<InFlight>,
+    answer_within: Duration,
+    target: NodeId,
+    addr: String,
+}
+
+impl AppendAnswers {
+    async fn next(&mut self) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+        loop {
+            let oldest = self.in_flight.sent.lock().expect("in-flight lock").front().map(|(sent_at, _)| *sent_at);
+            let reply = match oldest {
+                None => tokio::select! {
+                    reply = self.replies.next() => reply,
+                    _ = self.in_flight.sent_one.notified() => continue,
+                },
+                Some(sent_at) => tokio::select! {
+                    reply = self.replies.next() => reply,
+                    _ = tokio::time::sleep_until(sent_at + self.answer_within) => {
+                        let msg = format!("peer {} at {}: no answer to an append within {:?}", self.target, self.addr, self.answer_within);
+                        return Some(Err(RPCError::Unreachable(Unreachable::from_string(msg))));
+                    }
+                },
+            };
+            let reply = match reply? {
+                Ok(reply) => reply,
+                Err(status) => return Some(Err(status_error(self.target, &self.addr, status))),
+            };
+            if self.in_flight.sent.lock().expect("in-flight lock").pop_front().is_none() {
+                let msg = format!("peer {} at {}: an answer to an append never sent", self.target, self.addr);
+                return Some(Err(RPCError::Network(NetworkError::from_string(msg))));
+            }
+            return Some(decode(&reply.payload).map_err(|e| unreachable(&e)));
+        }
     }
 }
