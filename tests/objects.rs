@@ -107,3 +107,28 @@ async fn watch_from_a_revision_delivers_every_later_event_once_and_in_order() {
     assert_eq!(r, from);
     assert_eq!(at_from.len(), 5);
 }
+
+/// A client's open watch must not hold a peer's graceful shutdown: the
+/// server waits for every open stream, so the peer ends its streams
+/// first. The watcher sees its stream end and can go to another peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_open_watches_stops_on_sigterm() {
+    let mut cluster = Cluster::start(3, Options::default());
+    cluster.wait_leader(FORM).await;
+    let mut watcher = cluster.client(2).await;
+    let mut stream = watcher.watch("ConfigMap", Some("watched"), 0).await.unwrap();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    let stopper = std::thread::spawn(move || {
+        let code = cluster.stop(2);
+        let _ = stopped_tx.send(code);
+        cluster
+    });
+    let code = tokio::task::spawn_blocking(move || stopped_rx.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("peer 2 did not stop within 10 s of SIGTERM while a watch was open");
+    assert_eq!(code, Some(0), "peer 2 stops cleanly");
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("the watch ends");
+    assert!(!matches!(ended, Ok(Some(_))), "no event after the peer stopped: {ended:?}");
+    drop(stopper.join().expect("the stopping thread"));
+}

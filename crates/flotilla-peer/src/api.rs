@@ -311,7 +311,8 @@ impl Objects for ObjectsService {
             let mut w = Watcher { filter, tx, last: start, store };
             w.run(first_page, live).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, events))))
     }
 }
 

@@ -76,6 +76,18 @@ pub struct PeerCore {
     pub agent: Arc<Agent>,
     /// Node heartbeats, while this peer leads.
     pub liveness: leader::Liveness,
+    /// Set when this peer begins to shut down. The server's graceful
+    /// shutdown waits for every open stream, so the long-lived ones
+    /// (replication, watches, followed logs) end then: see [`until_closing`].
+    pub closing: watch::Receiver<bool>,
+}
+
+/// `stream`, ended as soon as the peer begins to shut down.
+pub(crate) fn until_closing<S: futures::Stream>(closing: &watch::Receiver<bool>, stream: S) -> impl futures::Stream<Item = S::Item> + use<S> {
+    let mut closing = closing.clone();
+    futures::StreamExt::take_until(stream, async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    })
 }
 
 fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
@@ -281,6 +293,7 @@ where
     let now = NeverBackwards::new(clock.clone());
     let (agent, reports) = Agent::start(agent_config, runtime, Arc::new(move || now.now_unix_ms()));
     let agent = Arc::new(agent);
+    let (closing_tx, closing) = watch::channel(false);
     let core = Arc::new(PeerCore {
         id: config.id,
         config: config.clone(),
@@ -293,6 +306,7 @@ where
         clock: clock.clone(),
         agent: agent.clone(),
         liveness: leader::Liveness::default(),
+        closing: closing.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -321,9 +335,6 @@ where
         tokio::spawn(isolate_on_signals(core.channels.clone()));
     }
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
-    // The server's graceful shutdown waits for every open stream; the
-    // replication streams other peers hold open end when it begins.
-    let (closing_tx, closing) = watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         let _ = closing_tx.send(true);

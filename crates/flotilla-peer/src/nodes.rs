@@ -135,7 +135,7 @@ impl Nodes for NodesService {
         if let Some(addr) = remote {
             let forwarded = forward(&request, req, None)?;
             let stream = self.client(&addr)?.logs(forwarded).await?.into_inner();
-            return Ok(Response::new(Box::pin(stream)));
+            return Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, stream))));
         }
         let agent = self.core.agent.clone();
         let uid = pod.metadata.uid.clone();
@@ -171,7 +171,8 @@ impl Nodes for NodesService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, chunks))))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecReply>, Status> {

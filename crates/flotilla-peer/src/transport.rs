@@ -14,6 +14,7 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::membership::ClusterMembership;
+use crate::until_closing;
 use crate::proposer::LeaderLink;
 
 /// Largest snapshot a peer accepts. The store's objects are bounded in size
@@ -108,10 +109,7 @@ impl RaftTransport for TransportService {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         // Both halves end when this peer begins to shut down: the request
         // half is what keeps the stream open for the server.
-        let closed = |mut closing: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = closing.wait_for(|closing| *closing).await;
-        };
-        let incoming = request.into_inner().take_until(closed(self.closing.clone()));
+        let incoming = until_closing(&self.closing, request.into_inner());
         let check = self.checker();
         let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
         let refused = refusal.clone();
@@ -138,7 +136,7 @@ impl RaftTransport for TransportService {
         });
         let last = futures::stream::once(async move { refusal.lock().expect("refusal lock").take() })
             .filter_map(|refusal| std::future::ready(refusal.map(Err)));
-        Ok(Response::new(Box::pin(answers.chain(last).take_until(closed(self.closing.clone())))))
+        Ok(Response::new(Box::pin(until_closing(&self.closing, answers.chain(last)))))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
