@@ -25,8 +25,7 @@ pub struct TransportService {
     pub raft: Raft,
     pub link: LeaderLink,
     pub membership: Arc<ClusterMembership>,
-    /// Warn once about a foreign cluster rather than on every heartbeat.
-    warned_foreign: Arc<AtomicBool>,
+    check: ClusterCheck,
     /// Set when this peer begins to shut down: replication streams end then.
     closing: tokio::sync::watch::Receiver<bool>,
 }
@@ -38,28 +37,27 @@ impl TransportService {
         membership: Arc<ClusterMembership>,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Self { raft, link, membership, warned_foreign: Arc::new(AtomicBool::new(false)), closing }
+        let check = ClusterCheck {
+            channels: link.channels.clone(),
+            membership: membership.clone(),
+            warned_foreign: Arc::new(AtomicBool::new(false)),
+        };
+        Self { raft, link, membership, check, closing }
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
-        self.checker().check(cluster_id)
-    }
-
-    fn checker(&self) -> ClusterCheck {
-        ClusterCheck {
-            channels: self.link.channels.clone(),
-            membership: self.membership.clone(),
-            warned_foreign: self.warned_foreign.clone(),
-        }
+        self.check.check(cluster_id)
     }
 }
 
 /// Decides whether a message from another peer may be taken in: not while
 /// this peer is cut off (fault injection), never from another cluster.
-/// Owned, so that a long-lived stream checks every message it carries.
+/// Cloned into a long-lived stream, which checks every message it carries.
+#[derive(Clone)]
 struct ClusterCheck {
     channels: flotilla_raft::network::Channels,
     membership: Arc<ClusterMembership>,
+    /// Warn once about a foreign cluster rather than on every heartbeat.
     warned_foreign: Arc<AtomicBool>,
 }
 
@@ -110,26 +108,23 @@ impl RaftTransport for TransportService {
         // Both halves end when this peer begins to shut down: the request
         // half is what keeps the stream open for the server.
         let incoming = until_closing(&self.closing, request.into_inner());
-        let check = self.checker();
+        let check = self.check.clone();
         let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
-        let refused = refusal.clone();
         let appends = incoming
             .map(move |message| {
                 let request = message?;
                 check.check(&request.cluster_id)?;
                 decode(&request.payload).map_err(bad_payload)
             })
-            .take_while(move |append| {
-                let keep = match append {
-                    Ok(_) => true,
+            .scan(refusal.clone(), |refusal, append| {
+                std::future::ready(match append {
+                    Ok(append) => Some(append),
                     Err(status) => {
-                        *refused.lock().expect("refusal lock") = Some(status.clone());
-                        false
+                        *refusal.lock().expect("refusal lock") = Some(status);
+                        None
                     }
-                };
-                std::future::ready(keep)
-            })
-            .filter_map(|append| std::future::ready(append.ok()));
+                })
+            });
         let answers = self.raft.stream_append(appends).map(|answer| match answer {
             Ok(result) => Ok(RaftReply { payload: encode(&result) }),
             Err(fatal) => Err(Status::unavailable(format!("Raft has stopped on this peer: {fatal}"))),
