@@ -339,7 +339,7 @@ where
         shutdown.await;
         let _ = closing_tx.send(true);
     };
-    let transport = TransportService::new(raft.clone(), link, membership, closing);
+    let transport = TransportService::new(raft.clone(), link, core.proposer.clone(), membership, closing);
     let served = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(transport)

@@ -4,7 +4,9 @@
 //! fsync on each peer) and up to [`MAX_IN_FLIGHT`] entries are in flight at
 //! once, so throughput grows with concurrency instead of paying one disk
 //! sync per write. On a follower the whole batch goes to the leader in one
-//! RPC.
+//! RPC, and the leader packs it with its own clients' writes and other
+//! followers' batches: the cluster's writes share entries as if every
+//! client wrote to the leader.
 //!
 //! A write is reported as failed only when it certainly was not applied.
 //! When the outcome is unknown (leadership lost mid-flight, a lost reply)
@@ -65,6 +67,11 @@ pub enum ProposeError {
 
 struct Pending {
     ops: Vec<Op>,
+    /// A follower's batch: applied here while this peer leads, refused with
+    /// [`ProposeError::NotLeader`] otherwise, never forwarded on (the
+    /// follower finds the leader itself, and two peers that each think the
+    /// other leads must not bounce a batch between them).
+    forwarded: bool,
     reply: oneshot::Sender<Result<Vec<Result<OpResult, WriteError>>, ProposeError>>,
 }
 
@@ -85,8 +92,25 @@ impl Proposer {
 
     pub async fn propose(&self, ops: Vec<Op>) -> Result<Vec<Result<OpResult, WriteError>>, ProposeError> {
         assert!(!ops.is_empty() && ops.len() <= MAX_BATCH_OPS, "callers bound their op count");
+        self.enqueue(ops, false).await
+    }
+
+    /// Takes in a follower's batch on the leader. The batch was bounded by
+    /// the follower's own batcher, but it came over the wire: a batch over
+    /// the bound is refused, not asserted.
+    pub async fn propose_forwarded(&self, ops: Vec<Op>) -> Result<Vec<Result<OpResult, WriteError>>, ProposeError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        if ops.len() > MAX_BATCH_OPS {
+            return Err(ProposeError::Busy);
+        }
+        self.enqueue(ops, true).await
+    }
+
+    async fn enqueue(&self, ops: Vec<Op>, forwarded: bool) -> Result<Vec<Result<OpResult, WriteError>>, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.queue.try_send(Pending { ops, reply }).map_err(|e| match e {
+        self.queue.try_send(Pending { ops, forwarded, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
             mpsc::error::TrySendError::Closed(_) => ProposeError::ShuttingDown,
         })?;
@@ -133,25 +157,51 @@ async fn run_batcher(mut rx: mpsc::Receiver<Pending>, link: LeaderLink, clock: A
     }
 }
 
-async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, batch: Vec<Pending>) {
-    let mut ops = Vec::with_capacity(batch.iter().map(|p| p.ops.len()).sum());
-    for p in &batch {
-        ops.extend(p.ops.iter().cloned());
-    }
-    let command = Command { time_unix_ms: clock.now_unix_ms(), ops };
-    match link.write(command).await {
-        Ok(mut results) => {
-            for p in batch.into_iter().rev() {
-                let mine = results.split_off(results.len() - p.ops.len());
-                let _ = p.reply.send(Ok(mine));
+async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, mut batch: Vec<Pending>) {
+    loop {
+        if batch.iter().any(|p| p.forwarded) && !link.raft.is_leader() {
+            batch = refuse_forwarded(batch);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut ops = Vec::with_capacity(batch.iter().map(|p| p.ops.len()).sum());
+        for p in &batch {
+            ops.extend(p.ops.iter().cloned());
+        }
+        let command = Command { time_unix_ms: clock.now_unix_ms(), ops };
+        let forwarded = batch.iter().any(|p| p.forwarded);
+        let written = if forwarded { link.write_here(command).await } else { link.write(command).await };
+        match written {
+            // Leadership left before the proposal, so nothing was appended:
+            // the followers' batches go back to their senders, this peer's
+            // own writes look for the new leader.
+            Err(ProposeError::NotLeader) if forwarded => batch = refuse_forwarded(batch),
+            Ok(mut results) => {
+                for p in batch.into_iter().rev() {
+                    let mine = results.split_off(results.len() - p.ops.len());
+                    let _ = p.reply.send(Ok(mine));
+                }
+                return;
+            }
+            Err(e) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(e.clone()));
+                }
+                return;
             }
         }
-        Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(e.clone()));
-            }
-        }
     }
+}
+
+/// Answers the followers' batches [`ProposeError::NotLeader`] and keeps
+/// this peer's own writes.
+fn refuse_forwarded(batch: Vec<Pending>) -> Vec<Pending> {
+    let (forwarded, local): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.forwarded);
+    for p in forwarded {
+        let _ = p.reply.send(Err(ProposeError::NotLeader));
+    }
+    local
 }
 
 /// What a follower asks of the leader.

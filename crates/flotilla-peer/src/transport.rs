@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::membership::ClusterMembership;
 use crate::until_closing;
-use crate::proposer::LeaderLink;
+use crate::proposer::{LeaderLink, Proposer};
 
 /// Largest snapshot a peer accepts. The store's objects are bounded in size
 /// and the state is held in memory anyway; this catches a runaway sender.
@@ -24,6 +24,8 @@ const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 pub struct TransportService {
     pub raft: Raft,
     pub link: LeaderLink,
+    /// Forwarded batches join the leader's own: one entry for all of them.
+    pub proposer: Proposer,
     pub membership: Arc<ClusterMembership>,
     check: ClusterCheck,
     /// Set when this peer begins to shut down: replication streams end then.
@@ -34,6 +36,7 @@ impl TransportService {
     pub fn new(
         raft: Raft,
         link: LeaderLink,
+        proposer: Proposer,
         membership: Arc<ClusterMembership>,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
@@ -42,7 +45,7 @@ impl TransportService {
             membership: membership.clone(),
             warned_foreign: Arc::new(AtomicBool::new(false)),
         };
-        Self { raft, link, membership, check, closing }
+        Self { raft, link, proposer, membership, check, closing }
     }
 
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
@@ -171,8 +174,10 @@ impl RaftTransport for TransportService {
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id)?;
+        // The follower's timestamp is dropped: the entry is stamped by the
+        // leader's clock, with the other writes it shares the entry with.
         let command: Command = decode(&req.payload).map_err(bad_payload)?;
-        reply(&self.link.write_here(command).await)
+        reply(&self.proposer.propose_forwarded(command.ops).await)
     }
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
