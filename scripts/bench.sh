@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates every figure of docs/BENCHMARKS.md: builds the release
 # binaries and the flotilla:local image, installs etcd (Debian's
-# etcd-server) where missing, and runs each benchmark with the command the
-# page gives, writing raw results and plots to docs/bench/. Takes about an
-# hour on two cores; the Docker figures are skipped where no engine answers.
+# etcd-server) where missing, runs each benchmark with the command the
+# page gives, writing raw results and plots to docs/bench/, and rewrites
+# the page's measured sections from them. Takes about an hour on two
+# cores; the Docker figures are skipped where no engine answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -33,6 +34,9 @@ if docker info >/dev/null 2>&1; then
 else
   echo "bench: no Docker engine answers: the docker runtime and Swarm figures are skipped"
 fi
+bench footprint --binary "$target/release/flotilla"
 # Last, as it may not finish: at this size each peer holds several GiB.
 bench schedule --nodes 5000 --pods 150000 --runs 1 || echo "bench: 150,000 Pods on 5,000 nodes did not complete"
-ls -l "$target/release/flotilla"
+# The page's tables, distribution plots and machine section, from the raw
+# results just written; its prose is left as it is.
+bench report --page docs/BENCHMARKS.md

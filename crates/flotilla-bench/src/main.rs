@@ -99,6 +99,17 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The size of the `flotilla` binary, as built and stripped.
+    Footprint {
+        #[arg(long)]
+        binary: PathBuf,
+    },
+    /// Rewrites the measured sections of the benchmark page (tables, plots,
+    /// machine) from the raw results in `--out`; the prose is left alone.
+    Report {
+        #[arg(long, default_value = "docs/BENCHMARKS.md")]
+        page: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +128,8 @@ pub(crate) enum Runtime {
 mod etcd;
 mod plot;
 mod pods;
+mod provenance;
+mod report;
 mod schedule;
 mod swarm;
 
@@ -156,7 +169,15 @@ async fn main() -> anyhow::Result<()> {
         Bench::Heal { kills, replicas } => pods::heal(kills, replicas).await?,
         Bench::Start { pods, runtime } => pods::start(pods, runtime).await?,
         Bench::Schedule { nodes, pods, runs } => schedule::schedule(nodes, pods, runs, &cli.out).await?,
+        Bench::Footprint { binary } => footprint(&binary)?,
+        Bench::Report { page } => {
+            report::write(&cli.out, &page)?;
+            println!("regenerated the measured sections of {} from {}", page.display(), cli.out.display());
+            return Ok(());
+        }
     };
+    let mut result = result;
+    result["run"] = provenance::describe(&command_line());
     let name = result["bench"].as_str().unwrap_or("bench").to_string();
     let path = cli.out.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
@@ -241,4 +262,22 @@ async fn failover(kills: usize) -> anyhow::Result<serde_json::Value> {
         "max_ms": max,
         "samples_ms": samples.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
     }))
+}
+
+/// The binary's size as built (with the line tables kept for backtraces)
+/// and stripped of all symbols, as a package would ship it.
+fn footprint(binary: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let built = std::fs::metadata(binary).with_context(|| format!("--binary {}", binary.display()))?.len();
+    let stripped_path = tempfile::NamedTempFile::new()?.into_temp_path();
+    let status = std::process::Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(binary)
+        .arg(&stripped_path)
+        .status()
+        .context("running objcopy (binutils)")?;
+    anyhow::ensure!(status.success(), "objcopy --strip-all {} failed", binary.display());
+    let stripped = std::fs::metadata(&stripped_path)?.len();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("{}: {:.1} MiB as built, {:.1} MiB stripped", binary.display(), mib(built), mib(stripped));
+    Ok(json!({ "bench": "footprint", "binary_bytes": built, "stripped_bytes": stripped }))
 }
