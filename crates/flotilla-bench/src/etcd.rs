@@ -42,6 +42,12 @@ struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    fn pids(&self) -> Vec<u32> {
+        self.members.iter().map(Child::id).collect()
+    }
+}
+
+impl EtcdCluster {
     fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let initial: Vec<String> = (0..MEMBERS).map(|i| format!("m{i}=http://127.0.0.1:{}", ETCD_PEER_PORT + i)).collect();
@@ -154,9 +160,47 @@ impl Conn {
     }
 }
 
+/// What one measured run found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Figures {
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU time the servers (peers or members) spent per operation: what
+    /// one system costs against the other whatever else the machine runs.
+    pub server_cpu_us: f64,
+    /// CPU time this load generator spent per operation.
+    pub client_cpu_us: f64,
+}
+
+impl Figures {
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "per_sec": self.per_sec,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "server_cpu_us_per_op": self.server_cpu_us,
+            "client_cpu_us_per_op": self.client_cpu_us,
+        })
+    }
+}
+
+/// CPU seconds used so far by the processes `pids`, all together.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|p| flotilla_blackbox::cpu_seconds_of(*p)).sum()
+}
+
 /// One measured run, each client a connection of its own issuing one
-/// operation after another: (operations/s, p50 ms, p99 ms).
-pub(crate) async fn run_once(system: System, op: Op, endpoints: &[String], clients: usize, length: Duration, value: &str) -> anyhow::Result<(f64, f64, f64)> {
+/// operation after another, against servers whose processes are `servers`.
+pub(crate) async fn run_once(
+    system: System,
+    op: Op,
+    endpoints: &[String],
+    servers: &[u32],
+    clients: usize,
+    length: Duration,
+    value: &str,
+) -> anyhow::Result<Figures> {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -183,26 +227,42 @@ pub(crate) async fn run_once(system: System, op: Op, endpoints: &[String], clien
         }));
     }
     tokio::time::sleep(WARM_UP).await;
+    let me = [std::process::id()];
+    let (servers_before, client_before) = (cpu_seconds(servers), cpu_seconds(&me));
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(length).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
+    let (servers_cpu, client_cpu) = (cpu_seconds(servers) - servers_before, cpu_seconds(&me) - client_before);
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await??);
     }
     all.sort();
-    Ok((all.len() as f64 / elapsed.as_secs_f64(), ms(percentile(&all, 50.0)), ms(percentile(&all, 99.0))))
+    // Operations finished in the measured window, as near as the per-op
+    // latencies tell: the ones started in it.
+    let ops = all.len().max(1) as f64;
+    Ok(Figures {
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: ms(percentile(&all, 50.0)),
+        p99_ms: ms(percentile(&all, 99.0)),
+        server_cpu_us: servers_cpu * 1e6 / ops,
+        client_cpu_us: client_cpu * 1e6 / ops,
+    })
 }
 
-fn summary(runs: &[(f64, f64, f64)]) -> Value {
+/// Medians over the runs, and every run.
+pub(crate) fn summary(runs: &[Figures]) -> Value {
+    let median_of = |f: fn(&Figures) -> f64| median(runs.iter().map(f).collect());
     json!({
-        "per_sec": median(runs.iter().map(|r| r.0).collect()),
-        "p50_ms": median(runs.iter().map(|r| r.1).collect()),
-        "p99_ms": median(runs.iter().map(|r| r.2).collect()),
-        "runs": runs.iter().map(|r| json!({"per_sec": r.0, "p50_ms": r.1, "p99_ms": r.2})).collect::<Vec<_>>(),
+        "per_sec": median_of(|r| r.per_sec),
+        "p50_ms": median_of(|r| r.p50_ms),
+        "p99_ms": median_of(|r| r.p99_ms),
+        "server_cpu_us_per_op": median_of(|r| r.server_cpu_us),
+        "client_cpu_us_per_op": median_of(|r| r.client_cpu_us),
+        "runs": runs.iter().map(Figures::json).collect::<Vec<_>>(),
     })
 }
 
@@ -214,31 +274,39 @@ pub async fn compare(levels: &[usize], seconds: u64, value_bytes: usize, runs: u
     flotilla.wait_leader(FORM_LIMIT).await;
     let version = Command::new(ETCD).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())?;
     let flotilla_endpoints: Vec<String> = (1..=3).map(|id| flotilla.addr_of(id)).collect();
+    let flotilla_pids: Vec<u32> = flotilla.peers.iter().filter_map(|p| p.pid()).collect();
     let etcd_endpoints = EtcdCluster::endpoints();
+    let etcd_pids = etcd.pids();
     let value = "v".repeat(value_bytes);
     let length = Duration::from_secs(seconds);
     println!("Flotilla and {version}: 3 members each on loopback, fsync on, {value_bytes}-byte values, clients spread over the members");
-    println!("{:>6} {:>7} {:>12} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}", "op", "clients", "flotilla/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms", "ratio");
+    println!(
+        "{:>6} {:>7} {:>12} {:>9} {:>9} {:>9} {:>12} {:>9} {:>9} {:>9} {:>7}",
+        "op", "clients", "flotilla/s", "p50 ms", "p99 ms", "cpu µs", "etcd/s", "p50 ms", "p99 ms", "cpu µs", "ratio"
+    );
     let mut rows = Vec::new();
     for op in [Op::Write, Op::Read] {
         for &clients in levels {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             for _ in 0..runs {
                 // Alternating, so that both see the same machine over time.
-                ours.push(run_once(System::Flotilla, op, &flotilla_endpoints, clients, length, &value).await?);
-                theirs.push(run_once(System::Etcd, op, &etcd_endpoints, clients, length, &value).await?);
+                ours.push(run_once(System::Flotilla, op, &flotilla_endpoints, &flotilla_pids, clients, length, &value).await?);
+                theirs.push(run_once(System::Etcd, op, &etcd_endpoints, &etcd_pids, clients, length, &value).await?);
             }
             let (f, e) = (summary(&ours), summary(&theirs));
             let ratio = f["per_sec"].as_f64().unwrap_or(0.0) / e["per_sec"].as_f64().unwrap_or(f64::NAN);
             let op_name = if op == Op::Write { "write" } else { "read" };
+            let field = |v: &Value, name: &str| v[name].as_f64().unwrap_or(0.0);
             println!(
-                "{op_name:>6} {clients:>7} {:>12.0} {:>9.2} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {ratio:>7.2}",
-                f["per_sec"].as_f64().unwrap_or(0.0),
-                f["p50_ms"].as_f64().unwrap_or(0.0),
-                f["p99_ms"].as_f64().unwrap_or(0.0),
-                e["per_sec"].as_f64().unwrap_or(0.0),
-                e["p50_ms"].as_f64().unwrap_or(0.0),
-                e["p99_ms"].as_f64().unwrap_or(0.0),
+                "{op_name:>6} {clients:>7} {:>12.0} {:>9.2} {:>9.2} {:>9.0} {:>12.0} {:>9.2} {:>9.2} {:>9.0} {ratio:>7.2}",
+                field(&f, "per_sec"),
+                field(&f, "p50_ms"),
+                field(&f, "p99_ms"),
+                field(&f, "server_cpu_us_per_op"),
+                field(&e, "per_sec"),
+                field(&e, "p50_ms"),
+                field(&e, "p99_ms"),
+                field(&e, "server_cpu_us_per_op"),
             );
             rows.push(json!({"op": op_name, "clients": clients, "flotilla": f, "etcd": e, "ratio": ratio}));
         }

@@ -193,26 +193,28 @@ async fn writes(levels: &[usize], seconds: u64, value_bytes: usize, runs: usize,
         Via::All => (1..=3).map(|id| cluster.addr_of(id)).collect(),
         Via::Leader => vec![cluster.addr_of(leader)],
     };
+    let peers: Vec<u32> = cluster.peers.iter().filter_map(|p| p.pid()).collect();
     let value = "v".repeat(value_bytes);
     let spread = if via == Via::All { "clients spread over all peers" } else { "clients on the leader" };
     println!("replicated writes: 3 peers on loopback, RocksDB with fsync, {value_bytes}-byte values, {spread}");
-    println!("{:>8} {:>12} {:>10} {:>10}", "clients", "writes/s", "p50 ms", "p99 ms");
+    println!("{:>8} {:>12} {:>10} {:>10} {:>14} {:>14}", "clients", "writes/s", "p50 ms", "p99 ms", "peers cpu µs", "client cpu µs");
     let mut rows = Vec::new();
     for &clients in levels {
         let mut per_run = Vec::new();
         for _ in 0..runs {
-            per_run.push(etcd::run_once(etcd::System::Flotilla, etcd::Op::Write, &targets, clients, Duration::from_secs(seconds), &value).await?);
+            let length = Duration::from_secs(seconds);
+            per_run.push(etcd::run_once(etcd::System::Flotilla, etcd::Op::Write, &targets, &peers, clients, length, &value).await?);
         }
-        let row = json!({
-            "clients": clients,
-            "writes_per_sec": median(per_run.iter().map(|r| r.0).collect()),
-            "p50_ms": median(per_run.iter().map(|r| r.1).collect()),
-            "p99_ms": median(per_run.iter().map(|r| r.2).collect()),
-            "runs": per_run.iter().map(|r| json!({"writes_per_sec": r.0, "p50_ms": r.1, "p99_ms": r.2})).collect::<Vec<_>>(),
-        });
+        let mut row = etcd::summary(&per_run);
+        row["clients"] = json!(clients);
+        let field = |name: &str| row[name].as_f64().unwrap_or(0.0);
         println!(
-            "{:>8} {:>12.0} {:>10.2} {:>10.2}",
-            clients, row["writes_per_sec"].as_f64().unwrap(), row["p50_ms"].as_f64().unwrap(), row["p99_ms"].as_f64().unwrap()
+            "{clients:>8} {:>12.0} {:>10.2} {:>10.2} {:>14.0} {:>14.0}",
+            field("per_sec"),
+            field("p50_ms"),
+            field("p99_ms"),
+            field("server_cpu_us_per_op"),
+            field("client_cpu_us_per_op")
         );
         rows.push(row);
     }

@@ -14,8 +14,9 @@ pub(crate) fn describe(command: &str) -> Value {
     })
 }
 
-/// The checked-out commit, marked `-dirty` when the tree has changes; None
-/// outside a git checkout.
+/// The checked-out commit, marked `-dirty` when the code has changes; None
+/// outside a git checkout. `docs/` does not count: the results being
+/// written there would mark every run after the first.
 fn commit() -> Option<String> {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
@@ -26,7 +27,7 @@ fn commit() -> Option<String> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let head = run(&["rev-parse", "--short=7", "HEAD"])?;
-    let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"]).is_some_and(|s| !s.is_empty());
     Some(if dirty { format!("{head}-dirty") } else { head })
 }
 

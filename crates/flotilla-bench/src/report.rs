@@ -108,7 +108,7 @@ fn millis(x: f64) -> String {
 }
 
 fn mib(bytes: f64) -> String {
-    format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
+    format!("{} MiB", count(bytes / (1u64 << 20) as f64))
 }
 
 fn missing(what: &str, command: &str) -> String {
@@ -293,14 +293,15 @@ fn etcd(results: &Results, link_dir: &str) -> String {
         return missing("the etcd comparison", &format!("{REPRODUCE} etcd --clients 1,16,64,256 --seconds 5 --runs 3"));
     };
     let mut out = commands(&[&e]);
-    out += "\n| op | clients | Flotilla/s | p50 | p99 | etcd/s | p50 | p99 | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "\n| op | clients | Flotilla/s | p50 | p99 | CPU/op | etcd/s | p50 | p99 | CPU/op | ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in e["results"].as_array().into_iter().flatten() {
         let side = |s: &str| {
             format!(
-                "{} | {} | {}",
+                "{} | {} | {} | {}",
                 count(num(r, &format!("/{s}/per_sec")).unwrap_or(0.0)),
                 millis(num(r, &format!("/{s}/p50_ms")).unwrap_or(0.0)),
-                millis(num(r, &format!("/{s}/p99_ms")).unwrap_or(0.0))
+                millis(num(r, &format!("/{s}/p99_ms")).unwrap_or(0.0)),
+                micros(num(r, &format!("/{s}/server_cpu_us_per_op")))
             )
         };
         out += &format!(
@@ -321,20 +322,26 @@ fn writes(results: &Results) -> String {
         return missing("writes through every peer and through the leader", &format!("{REPRODUCE} writes --clients 1,16,64 --seconds 10 --runs 3 [--via leader]"));
     };
     let mut out = commands(&[&all, &leader]);
-    out += "\n| clients | via every peer: writes/s | p50 | p99 | via the leader: writes/s | p50 | p99 |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    out += "\n| clients | via every peer: writes/s | p50 | p99 | peers' CPU/write | via the leader: writes/s | p50 | p99 | peers' CPU/write | load generator's CPU/write |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     let rows = |v: &Value| v["results"].as_array().cloned().unwrap_or_default();
     for (a, l) in rows(&all).iter().zip(rows(&leader).iter()) {
         let cells = |r: &Value| {
             format!(
-                "{} | {} | {}",
-                count(num(r, "/writes_per_sec").unwrap_or(0.0)),
+                "{} | {} | {} | {}",
+                count(num(r, "/per_sec").unwrap_or(0.0)),
                 millis(num(r, "/p50_ms").unwrap_or(0.0)),
-                millis(num(r, "/p99_ms").unwrap_or(0.0))
+                millis(num(r, "/p99_ms").unwrap_or(0.0)),
+                micros(num(r, "/server_cpu_us_per_op"))
             )
         };
-        out += &format!("| {} | {} | {} |\n", a["clients"], cells(a), cells(l));
+        out += &format!("| {} | {} | {} | {} |\n", a["clients"], cells(a), cells(l), micros(num(a, "/client_cpu_us_per_op")));
     }
     out
+}
+
+/// CPU time per operation; a dash where the result predates its measure.
+fn micros(us: Option<f64>) -> String {
+    us.map_or("–".into(), |us| format!("{us:.0} µs"))
 }
 
 /// The share of samples at or below each latency: the whole distribution
