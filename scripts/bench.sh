@@ -3,7 +3,7 @@
 # binaries and the flotilla:local image, installs etcd (Debian's
 # etcd-server) where missing, runs each benchmark with the command the
 # page gives, writing raw results and plots to docs/bench/, and rewrites
-# the page's measured sections from them. Takes about an hour on two
+# the page's measured sections from them. Takes about 30 minutes on two
 # cores; the Docker figures are skipped where no engine answers.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -196,6 +196,16 @@ fn summary(results: &Results) -> String {
             ]);
         }
     }
+    if let Some(r) = results.get("writes-via-all").and_then(|w| w["results"].as_array()?.iter().find(|r| r["clients"] == 64).cloned()) {
+        let per_sec = num(&r, "/per_sec").unwrap_or(0.0);
+        rows.push([
+            "replicated writes/s, 64 clients through every peer".into(),
+            "20,000".into(),
+            format!("{} (p99 {})", count(per_sec), millis(num(&r, "/p99_ms").unwrap_or(0.0))),
+            String::new(),
+            yes_no(Some(per_sec >= 20_000.0)).into(),
+        ]);
+    }
     if let Some(s) = results.get("swarm-comparison") {
         for r in s["results"].as_array().into_iter().flatten().rev() {
             let (f, w) = (num(r, "/flotilla_ms").unwrap_or(0.0), num(r, "/swarm_ms").unwrap_or(0.0));
@@ -341,7 +351,7 @@ fn writes(results: &Results) -> String {
 
 /// CPU time per operation; a dash where the result predates its measure.
 fn micros(us: Option<f64>) -> String {
-    us.map_or("–".into(), |us| format!("{us:.0} µs"))
+    us.map_or("–".into(), |us| format!("{} µs", count(us)))
 }
 
 /// The share of samples at or below each latency: the whole distribution
