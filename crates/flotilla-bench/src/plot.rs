@@ -9,11 +9,14 @@ pub(crate) struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-/// The x axis: evenly spaced categories (client counts) or a linear scale
-/// (seconds), with its label.
+/// The x axis: evenly spaced categories (client counts), a linear scale
+/// from zero (seconds), or a linear scale over the data's own span (a
+/// latency distribution, where zero would squeeze every point to the
+/// right), with its label.
 pub(crate) enum Axis<'a> {
     Categories(&'a str),
     Linear(&'a str),
+    Span(&'a str),
 }
 
 /// A line chart with a linear y axis from zero.
@@ -28,6 +31,10 @@ pub(crate) fn line_chart(title: &str, axis: Axis, series: &[Series]) -> String {
     xs.sort_by(f64::total_cmp);
     xs.dedup();
     let max_x = xs.last().copied().unwrap_or(0.0).max(1e-9);
+    let min_x = match axis {
+        Axis::Span(_) => xs.first().copied().unwrap_or(0.0).min(max_x - 1e-9),
+        _ => 0.0,
+    };
     let max_y = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
     let width = W - LEFT - RIGHT;
     let x_of = |x: f64| match axis {
@@ -35,7 +42,7 @@ pub(crate) fn line_chart(title: &str, axis: Axis, series: &[Series]) -> String {
             let i = xs.iter().position(|v| *v == x).unwrap_or(0) as f64;
             LEFT + i * width / (xs.len().max(2) - 1) as f64
         }
-        Axis::Linear(_) => LEFT + x / max_x * width,
+        Axis::Linear(_) | Axis::Span(_) => LEFT + (x - min_x) / (max_x - min_x) * width,
     };
     let y_of = |v: f64| H - BOTTOM - v / max_y * (H - BOTTOM - TOP);
     let number = |v: f64| if v >= 100.0 || v == v.trunc() { format!("{v:.0}") } else { format!("{v:.1}") };
@@ -52,7 +59,7 @@ pub(crate) fn line_chart(title: &str, axis: Axis, series: &[Series]) -> String {
     );
     let (ticks, label): (Vec<f64>, &str) = match axis {
         Axis::Categories(label) => (xs.clone(), label),
-        Axis::Linear(label) => ((0..=5).map(|i| max_x * f64::from(i) / 5.0).collect(), label),
+        Axis::Linear(label) | Axis::Span(label) => ((0..=5).map(|i| min_x + (max_x - min_x) * f64::from(i) / 5.0).collect(), label),
     };
     for x in ticks {
         svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", x_of(x), H - BOTTOM + 16.0, number(x));

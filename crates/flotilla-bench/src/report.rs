@@ -368,7 +368,7 @@ fn samples(v: &Value) -> Vec<f64> {
 }
 
 fn write_cdf(results: &Results, file: &str, title: &str, series: Vec<Series>) -> anyhow::Result<()> {
-    std::fs::write(results.dir.join(file), line_chart(title, Axis::Linear("milliseconds"), &series))?;
+    std::fs::write(results.dir.join(file), line_chart(title, Axis::Span("milliseconds"), &series))?;
     Ok(())
 }
 
@@ -399,18 +399,19 @@ fn start(results: &Results, link_dir: &str) -> anyhow::Result<String> {
     if found.is_empty() {
         return Ok(missing("Pod start latency", &format!("{REPRODUCE} start --pods 200")));
     }
-    let colours = ["#1f77b4", "#d62728"];
-    let series = found
-        .iter()
-        .zip(colours)
-        .map(|(v, colour)| Series {
-            name: format!("{} runtime", v["runtime"].as_str().unwrap_or("?")),
-            colour,
+    // One plot per runtime: their latencies differ tenfold.
+    let mut plots = Vec::new();
+    for v in &found {
+        let runtime = v["runtime"].as_str().unwrap_or("unknown");
+        let file = format!("start-{runtime}-cdf.svg");
+        write_cdf(results, &file, &format!("Pod create to Running, {runtime} runtime (% of Pods within)"), vec![Series {
+            name: format!("{} Pods", v["pods"]),
+            colour: "#1f77b4",
             dashed: false,
             points: cdf(&samples(v)),
-        })
-        .collect();
-    write_cdf(results, "start-cdf.svg", "Pod create to Running (% of Pods within)", series)?;
+        }])?;
+        plots.push(format!("![Pod create to Running, {runtime} runtime]({link_dir}/{file})\n"));
+    }
     let mut out = commands(&found.iter().collect::<Vec<_>>());
     out += "\n| runtime | Pods | p50 | p99 | max | peer RSS idle | peer RSS, 100 Pods |\n|---|---:|---:|---:|---:|---:|---:|\n";
     for v in &found {
@@ -425,7 +426,8 @@ fn start(results: &Results, link_dir: &str) -> anyhow::Result<String> {
             mib(num(v, "/rss_with_100_pods_bytes").unwrap_or(0.0)),
         );
     }
-    out += &format!("\n![Pod create to Running]({link_dir}/start-cdf.svg)\n");
+    out += "\n";
+    out += &plots.concat();
     Ok(out)
 }
 
