@@ -448,11 +448,14 @@ impl Cluster for ClusterService {
         if req.addr.is_empty() {
             return Err(Status::invalid_argument("addr: required"));
         }
+        if req.incarnation.is_empty() {
+            return Err(Status::invalid_argument("incarnation: required"));
+        }
         let core = &self.core;
         let (leader, addr) = core.link.leader().await.ok_or_else(|| Status::unavailable("no leader yet"))?;
         if leader == core.id {
             core.membership
-                .add_learner(&core.raft, req.id, req.addr)
+                .add_learner(&core.raft, req.id, req.addr, req.incarnation)
                 .await
                 .map_err(|e| Status::unavailable(format!("adding peer failed: {e}")))?;
             return Ok(Response::new(JoinResponse { leader }));
@@ -502,6 +505,7 @@ impl PeerCore {
                     voter,
                     matched_index: if id == self.id { m.last_log_index.unwrap_or(0) } else { matched.unwrap_or(0) },
                     last_ack_ms: if id == self.id { 0 } else { acked.map_or(-1, |a| a.as_millis() as i64) },
+                    incarnation: node.incarnation.clone(),
                 }
             })
             .collect();

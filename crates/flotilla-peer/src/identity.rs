@@ -16,6 +16,17 @@ pub struct Identity {
     /// this peer has learned it.
     pub cluster_id: String,
     pub peer_id: u64,
+    /// Unique per data directory, made with it: tells the directory a member
+    /// joined with from a wiped one that took its place under the same id.
+    pub incarnation: String,
+}
+
+/// 128 random bits as hex, from the OS's entropy (the seed's, in the
+/// simulator).
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    flotilla_raft::entropy::fill(&mut b);
+    format!("{:032x}", u128::from_be_bytes(b))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +60,8 @@ impl IdentityFile {
             if has_raft_data {
                 return Err(IdentityError::Unmarked { dir: self.dir.clone(), file: FILE_NAME.into() });
             }
-            let identity = Identity { cluster: cluster.to_string(), cluster_id: String::new(), peer_id };
+            let identity =
+                Identity { cluster: cluster.to_string(), cluster_id: String::new(), peer_id, incarnation: random_id() };
             self.save(&identity)?;
             return Ok(identity);
         }
@@ -92,6 +104,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = IdentityFile::new(dir.path());
         let mut id = f.load_or_create("alpha", 1, false).unwrap();
+        assert_eq!(id.incarnation.len(), 32, "a new directory gets its incarnation");
         id.cluster_id = "c-123".into();
         f.save(&id).unwrap();
         assert_eq!(f.load_or_create("alpha", 1, true).unwrap(), id);

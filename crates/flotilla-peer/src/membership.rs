@@ -6,6 +6,13 @@
 //! caught-up learner when a voter seat is free, and replaces a voter it has
 //! not heard from for `replace_voter_after_ms` (the old voter stays a
 //! learner and catches up when it returns).
+//!
+//! Each member is recorded with the incarnation of its data directory. A
+//! peer that returns with a wiped directory under the same id is refused
+//! as that member and asks to join; the leader then removes the old member
+//! and admits the new directory as a learner, which catches up and takes a
+//! free seat like any joiner. (Taking it back as the old member would lose
+//! entries and votes it had acknowledged.)
 
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver as _;
@@ -17,15 +24,14 @@ use flotilla_proto::api::JoinRequest;
 use flotilla_proto::api::cluster_client::ClusterClient;
 use flotilla_proto::raft::HelloRequest;
 use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
-use flotilla_raft::Raft;
+use flotilla_raft::{PeerNode, Raft};
 use flotilla_raft::network::{Channels, ClusterIdentity};
 use openraft::ChangeMembers;
-use openraft::impls::BasicNode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::PeerConfig;
-use crate::identity::{Identity, IdentityError, IdentityFile};
+use crate::identity::{Identity, IdentityError, IdentityFile, random_id};
 
 /// How often a peer that is not yet a member retries bootstrap or join.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(300);
@@ -39,6 +45,11 @@ const CATCH_UP_SLACK: u64 = 1_000;
 pub enum MembershipError {
     #[error("this peer belongs to cluster {mine:?}, the sender to cluster {theirs:?}")]
     ForeignCluster { mine: String, theirs: String },
+    #[error(
+        "the sender means this peer's earlier data directory (incarnation {expected}), not this one ({mine}): \
+         the directory was replaced, so this peer asks to join the cluster as a new member"
+    )]
+    Replaced { expected: String, mine: String },
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
@@ -51,13 +62,29 @@ pub struct ClusterMembership {
     file: IdentityFile,
     /// Serializes learning the cluster id so it is written once.
     record: Mutex<Identity>,
+    /// This data directory's, fixed when it was made.
+    incarnation: String,
     channels: Channels,
 }
 
 impl ClusterMembership {
     pub fn new(config: PeerConfig, file: IdentityFile, record: Identity, channels: Channels) -> Self {
         let identity = ClusterIdentity::new(record.cluster_id.clone());
-        Self { id: config.id, config, identity, file, record: Mutex::new(record), channels }
+        let incarnation = record.incarnation.clone();
+        Self { id: config.id, config, identity, file, record: Mutex::new(record), incarnation, channels }
+    }
+
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    /// Accepts a message meant for `expected`: this data directory, or any
+    /// when the sender does not know it yet.
+    pub fn check_incarnation(&self, expected: &str) -> Result<(), MembershipError> {
+        if expected.is_empty() || expected == self.incarnation {
+            return Ok(());
+        }
+        Err(MembershipError::Replaced { expected: expected.to_string(), mine: self.incarnation.clone() })
     }
 
     pub fn cluster_id(&self) -> String {
@@ -102,12 +129,16 @@ impl ClusterMembership {
             }
             let mut fresh = 0usize;
             let mut running = false;
+            let mut incarnations = BTreeMap::from([(self.id, self.incarnation.clone())]);
             for p in initial.iter().filter(|p| p.id != self.id) {
                 if let Some(h) = self.hello(&p.addr).await {
                     if h.initialized {
                         running = true;
                     } else {
                         fresh += 1;
+                        if h.peer_id == p.id {
+                            incarnations.insert(p.id, h.incarnation);
+                        }
                     }
                 }
             }
@@ -116,7 +147,7 @@ impl ClusterMembership {
             } else if self.config.is_initial_member() && lowest_initial == Some(self.id) {
                 let majority = initial.len() / 2 + 1;
                 if fresh + 1 >= majority {
-                    self.initialize(&raft, &initial).await;
+                    self.initialize(&raft, &initial, &incarnations).await;
                 }
             }
             tokio::select! {
@@ -126,16 +157,18 @@ impl ClusterMembership {
         }
     }
 
-    async fn initialize(&self, raft: &Raft, initial: &[crate::config::PeerEntry]) {
-        let cluster_id = new_cluster_id();
+    /// Bootstraps with the initial peers, recording the incarnations of
+    /// those that answered; the leader learns the others' later.
+    async fn initialize(&self, raft: &Raft, initial: &[crate::config::PeerEntry], incarnations: &BTreeMap<u64, String>) {
+        let cluster_id = random_id();
         if let Err(e) = self.accept_cluster(&cluster_id) {
             tracing::error!("cannot record the new cluster id: {e}");
             return;
         }
-        let voters: BTreeMap<u64, BasicNode> = initial
+        let voters: BTreeMap<u64, PeerNode> = initial
             .iter()
             .take(self.config.max_voters as usize)
-            .map(|p| (p.id, BasicNode { addr: p.addr.clone() }))
+            .map(|p| (p.id, PeerNode::new(p.addr.clone(), incarnations.get(&p.id).cloned().unwrap_or_default())))
             .collect();
         match raft.initialize(voters.clone()).await {
             Ok(()) => tracing::info!(cluster_id = %self.cluster_id(), voters = ?voters.keys().collect::<Vec<_>>(), "bootstrapped the cluster"),
@@ -152,7 +185,7 @@ impl ClusterMembership {
     }
 
     async fn ask_to_join(&self) {
-        let me = JoinRequest { id: self.id, addr: self.config.advertised_addr() };
+        let me = JoinRequest { id: self.id, addr: self.config.advertised_addr(), incarnation: self.incarnation.clone() };
         for p in self.config.peers.iter().filter(|p| p.id != self.id) {
             let Ok(channel) = self.channels.get(&p.addr) else { continue };
             let mut req = tonic::Request::new(me.clone());
@@ -168,13 +201,74 @@ impl ClusterMembership {
     }
 
     /// On the leader: adds a peer as a learner (promotion comes later, from
-    /// [`Self::reconcile_voters`]).
-    pub async fn add_learner(&self, raft: &Raft, id: u64, addr: String) -> Result<(), String> {
-        let current = raft.metrics().borrow_watched().membership_config.membership().get_node(&id).cloned();
-        if current.as_ref().is_some_and(|n| n.addr == addr) {
-            return Ok(());
+    /// [`Self::reconcile_voters`]). A member of that id with another data
+    /// directory is removed first: the peer lost what it had acknowledged,
+    /// so it comes back as a new member that must catch up before it votes.
+    pub async fn add_learner(&self, raft: &Raft, id: u64, addr: String, incarnation: String) -> Result<(), String> {
+        let metrics = raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        if let Some(current) = membership.get_node(&id) {
+            let held_nothing =
+                metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).is_none();
+            if current.incarnation == incarnation {
+                if current.addr == addr {
+                    return Ok(());
+                }
+            } else if current.incarnation.is_empty() && held_nothing {
+                // Bootstrapped without answering, and has been sent nothing
+                // since: its directory is the one it joins with.
+                self.record_incarnations(raft, BTreeMap::from([(id, PeerNode::new(addr, incarnation))])).await;
+                return Ok(());
+            } else {
+                if id == self.id {
+                    return Err(format!("peer {id} is this leader, which answers from incarnation {}", self.incarnation));
+                }
+                tracing::warn!(
+                    peer = id,
+                    was = %current.incarnation,
+                    now = %incarnation,
+                    "peer {id}'s data directory was replaced: removing the old member to admit the new one"
+                );
+                let ids = BTreeSet::from([id]);
+                let removal = if membership.voter_ids().any(|v| v == id) {
+                    ChangeMembers::RemoveVoters(ids)
+                } else {
+                    ChangeMembers::RemoveNodes(ids)
+                };
+                raft.change_membership(removal, false).await.map_err(|e| e.to_string())?;
+            }
         }
-        raft.add_learner(id, BasicNode { addr }, false).await.map(|_| ()).map_err(|e| e.to_string())
+        raft.add_learner(id, PeerNode::new(addr, incarnation), false).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// On the leader: records the incarnation of members that bootstrapped
+    /// without answering, once they answer as members of this cluster.
+    /// Returns whether it changed the membership.
+    async fn learn_incarnations(&self, raft: &Raft, membership: &openraft::Membership<u64, PeerNode>) -> bool {
+        let cluster_id = self.cluster_id();
+        let mut learned = BTreeMap::new();
+        for (&id, node) in membership.nodes().filter(|(_, n)| n.incarnation.is_empty()) {
+            if id == self.id {
+                learned.insert(id, PeerNode::new(node.addr.clone(), self.incarnation.clone()));
+                continue;
+            }
+            let Some(h) = self.hello(&node.addr).await else { continue };
+            if h.peer_id == id && h.initialized && h.cluster_id == cluster_id && !h.incarnation.is_empty() {
+                learned.insert(id, PeerNode::new(node.addr.clone(), h.incarnation));
+            }
+        }
+        !learned.is_empty() && self.record_incarnations(raft, learned).await
+    }
+
+    async fn record_incarnations(&self, raft: &Raft, nodes: BTreeMap<u64, PeerNode>) -> bool {
+        tracing::info!(peers = ?nodes.keys().collect::<Vec<_>>(), "recording the data directories of members");
+        match raft.change_membership(ChangeMembers::SetNodes(nodes), true).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("recording members' data directories failed: {e}");
+                false
+            }
+        }
     }
 
     /// On the leader, forever: promote learners into free voter seats and
@@ -195,6 +289,11 @@ impl ClusterMembership {
             let since = *leading_since.get_or_insert_with(Instant::now);
             let membership = m.membership_config.membership();
             if membership.get_joint_config().len() > 1 {
+                continue;
+            }
+            // A member that never answers must not hold up promotions and
+            // replacements: only a change made ends the round early.
+            if membership.nodes().any(|(_, n)| n.incarnation.is_empty()) && self.learn_incarnations(&raft, membership).await {
                 continue;
             }
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -243,12 +342,4 @@ impl ClusterMembership {
             }
         }
     }
-}
-
-/// A random id for a new cluster, from the OS's entropy (the seed's, in
-/// the simulator).
-fn new_cluster_id() -> String {
-    let mut b = [0u8; 16];
-    flotilla_raft::entropy::fill(&mut b);
-    format!("{:032x}", u128::from_be_bytes(b))
 }

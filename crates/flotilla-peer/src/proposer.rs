@@ -304,7 +304,10 @@ impl LeaderLink {
         let mut client = RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-        let mut req = tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload });
+        // Not a Raft message: whichever directory the leader answers from,
+        // it only takes the write while it leads.
+        let mut req =
+            tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload, to_incarnation: String::new() });
         req.set_timeout(FORWARD_TIMEOUT);
         let reply = match method {
             Forward::Propose => client.propose(req).await,

@@ -43,36 +43,44 @@ impl TransportService {
         let check = ClusterCheck {
             channels: link.channels.clone(),
             membership: membership.clone(),
-            warned_foreign: Arc::new(AtomicBool::new(false)),
+            warned: Arc::new(AtomicBool::new(false)),
         };
         Self { raft, link, proposer, membership, check, closing }
     }
 
-    fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
-        self.check.check(cluster_id)
+    fn check_cluster(&self, cluster_id: &str, to_incarnation: &str) -> Result<(), Status> {
+        self.check.check(cluster_id, to_incarnation)
     }
 }
 
 /// Decides whether a message from another peer may be taken in: not while
-/// this peer is cut off (fault injection), never from another cluster.
+/// this peer is cut off (fault injection), never from another cluster, and
+/// never when it is meant for the peer whose data directory this one
+/// replaced.
 /// Cloned into a long-lived stream, which checks every message it carries.
 #[derive(Clone)]
 struct ClusterCheck {
     channels: flotilla_raft::network::Channels,
     membership: Arc<ClusterMembership>,
-    /// Warn once about a foreign cluster rather than on every heartbeat.
-    warned_foreign: Arc<AtomicBool>,
+    /// Warn once about a refused sender rather than on every heartbeat.
+    warned: Arc<AtomicBool>,
 }
 
 impl ClusterCheck {
-    fn check(&self, cluster_id: &str) -> Result<(), Status> {
+    fn check(&self, cluster_id: &str, to_incarnation: &str) -> Result<(), Status> {
         if self.channels.isolated() {
             return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
         }
-        match self.membership.accept_cluster(cluster_id) {
+        // The incarnation first, before the cluster id is adopted: a wiped
+        // peer must not join the cluster as the member it was.
+        let accepted = self
+            .membership
+            .check_incarnation(to_incarnation)
+            .and_then(|()| self.membership.accept_cluster(cluster_id));
+        match accepted {
             Ok(()) => Ok(()),
             Err(e) => {
-                if !self.warned_foreign.swap(true, Ordering::Relaxed) {
+                if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::error!("refusing Raft traffic: {e}");
                 }
                 Err(Status::failed_precondition(e.to_string()))
@@ -93,7 +101,7 @@ fn bad_payload(e: std::io::Error) -> Status {
 impl RaftTransport for TransportService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
         let rpc = decode(&req.payload).map_err(bad_payload)?;
         reply(&self.raft.append_entries(rpc).await)
     }
@@ -116,7 +124,7 @@ impl RaftTransport for TransportService {
         let appends = incoming
             .map(move |message| {
                 let request = message?;
-                check.check(&request.cluster_id)?;
+                check.check(&request.cluster_id, &request.to_incarnation)?;
                 decode(&request.payload).map_err(bad_payload)
             })
             .scan(refusal.clone(), |refusal, append| {
@@ -139,14 +147,14 @@ impl RaftTransport for TransportService {
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
         let rpc = decode(&req.payload).map_err(bad_payload)?;
         reply(&self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
         let rpc = decode(&req.payload).map_err(bad_payload)?;
         reply(&self.raft.pre_vote(rpc).await)
     }
@@ -154,7 +162,7 @@ impl RaftTransport for TransportService {
     async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftReply>, Status> {
         let mut stream = request.into_inner();
         let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        self.check_cluster(&first.cluster_id)?;
+        self.check_cluster(&first.cluster_id, &first.to_incarnation)?;
         let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(bad_payload)?;
         let mut data = first.data;
         let mut done = first.done;
@@ -173,7 +181,7 @@ impl RaftTransport for TransportService {
 
     async fn propose(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
         // The follower's timestamp is dropped: the entry is stamped by the
         // leader's clock, with the other writes it shares the entry with.
         let command: Command = decode(&req.payload).map_err(bad_payload)?;
@@ -182,7 +190,7 @@ impl RaftTransport for TransportService {
 
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        self.check_cluster(&req.cluster_id)?;
+        self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
         reply(&self.link.read_index_here().await)
     }
 
@@ -195,6 +203,7 @@ impl RaftTransport for TransportService {
             peer_id: *self.raft.node_id(),
             cluster_id: self.membership.cluster_id(),
             initialized,
+            incarnation: self.membership.incarnation().to_string(),
         }))
     }
 }

@@ -11,7 +11,35 @@ pub mod network;
 pub mod runtime;
 pub mod state_machine;
 
-use openraft::impls::BasicNode;
+/// A member of the cluster as Raft's membership records it.
+///
+/// `incarnation` names the data directory the member answered from when it
+/// joined: a peer whose directory is wiped comes back with the same id but
+/// without its log and votes, and must not be taken for the member it was
+/// (its empty log would look like a log that went backwards, and its lost
+/// votes could count twice). Every Raft message names the incarnation the
+/// sender expects; a peer with another one refuses it. Empty while not yet
+/// known, which the receiver accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerNode {
+    pub addr: String,
+    pub incarnation: String,
+}
+
+impl PeerNode {
+    pub fn new(addr: impl Into<String>, incarnation: impl Into<String>) -> Self {
+        Self { addr: addr.into(), incarnation: incarnation.into() }
+    }
+}
+
+impl std::fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.incarnation.as_str() {
+            "" => write!(f, "{}", self.addr),
+            incarnation => write!(f, "{} ({incarnation})", self.addr),
+        }
+    }
+}
 
 openraft::declare_raft_types!(
     /// Flotilla's Raft: commands are object-store writes, responses are
@@ -20,7 +48,7 @@ openraft::declare_raft_types!(
         D = flotilla_store::Command,
         R = flotilla_store::CommandResult,
         NodeId = u64,
-        Node = BasicNode,
+        Node = PeerNode,
         // Standard Raft: at most one leader per term, as etcd, and the
         // invariant the simulator checks. (openraft's default lets several
         // leaders share a term, told apart by node id.)

@@ -19,14 +19,13 @@ use tokio::time::Instant;
 use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
 use flotilla_proto::raft::{RaftRequest, SnapshotChunk};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::impls::BasicNode;
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode};
-use crate::{NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::{NodeId, PeerNode, Snapshot, SnapshotData, TypeConfig, Vote};
 
 type RaftError = openraft::error::RaftError<TypeConfig>;
 
@@ -131,10 +130,11 @@ pub struct NetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> Self::Network {
         PeerClient {
             target,
             addr: node.addr.clone(),
+            incarnation: node.incarnation.clone(),
             channels: self.channels.clone(),
             identity: self.identity.clone(),
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
@@ -152,6 +152,9 @@ enum Unary {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
+    /// The target's data directory as the membership records it: sent with
+    /// every message, so that a wiped peer refuses instead of answering.
+    incarnation: String,
     /// Asked on every call, so that cutting the peer off (fault injection)
     /// takes effect at once. A bad address fails every call as
     /// unreachable, which openraft retries with back-off.
@@ -183,7 +186,11 @@ impl PeerClient {
     }
 
     fn request<T: serde::Serialize>(&self, body: &T, ttl: Duration) -> tonic::Request<RaftRequest> {
-        let mut req = tonic::Request::new(RaftRequest { cluster_id: self.identity.get(), payload: encode(body) });
+        let mut req = tonic::Request::new(RaftRequest {
+            cluster_id: self.identity.get(),
+            payload: encode(body),
+            to_incarnation: self.incarnation.clone(),
+        });
         req.set_timeout(ttl);
         req
     }
@@ -242,7 +249,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let mut client = self.client()?;
             let in_flight = Arc::new(InFlight::default());
             let input = futures::stream::once(std::future::ready(first)).chain(input);
-            let requests = outgoing_appends(input, self.channels.clone(), self.identity.get(), in_flight.clone());
+            let to = (self.identity.get(), self.incarnation.clone());
+            let requests = outgoing_appends(input, self.channels.clone(), to, in_flight.clone());
             let replies = client
                 .append_stream(tonic::Request::new(requests))
                 .await
@@ -300,11 +308,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let chunk = self.snapshot_chunk_bytes;
         let chunks = data.len().div_ceil(chunk).max(1);
         let cluster_id = self.identity.get();
+        let to_incarnation = self.incarnation.clone();
         let stream = futures::stream::iter((0..chunks).map(move |i| {
             let start = i * chunk;
             let end = (start + chunk).min(data.len());
             SnapshotChunk {
                 cluster_id: if i == 0 { cluster_id.clone() } else { String::new() },
+                to_incarnation: if i == 0 { to_incarnation.clone() } else { String::new() },
                 header: if i == 0 { header.clone() } else { Vec::new() },
                 data: data[start..end].to_vec(),
                 done: i + 1 == chunks,
@@ -335,11 +345,12 @@ struct InFlight {
 
 /// Encodes openraft's appends for the wire, holding one of
 /// [`MAX_APPENDS_IN_FLIGHT`] slots for each until it is answered. Ends the
-/// stream when this peer is cut off (fault injection).
+/// stream when this peer is cut off (fault injection). `to` is the cluster
+/// id and the receiver's incarnation each message names.
 fn outgoing_appends<S>(
     input: S,
     channels: Channels,
-    cluster_id: String,
+    to: (String, String),
     in_flight: Arc<InFlight>,
 ) -> impl futures::Stream<Item = RaftRequest> + Send + 'static
 where
@@ -347,14 +358,15 @@ where
 {
     let slots = Arc::new(Semaphore::new(MAX_APPENDS_IN_FLIGHT));
     futures::stream::unfold(input, move |mut input| {
-        let (slots, channels, cluster_id, in_flight) = (slots.clone(), channels.clone(), cluster_id.clone(), in_flight.clone());
+        let (slots, channels, (cluster_id, to_incarnation), in_flight) =
+            (slots.clone(), channels.clone(), to.clone(), in_flight.clone());
         async move {
             let slot = slots.acquire_owned().await.expect("the semaphore is never closed");
             let append = input.next().await?;
             if channels.isolated() {
                 return None;
             }
-            let request = RaftRequest { cluster_id, payload: encode(&append) };
+            let request = RaftRequest { cluster_id, payload: encode(&append), to_incarnation };
             in_flight.sent.lock().expect("in-flight lock").push_back((Instant::now(), slot));
             in_flight.sent_one.notify_one();
             Some((request, input))

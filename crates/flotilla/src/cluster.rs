@@ -56,6 +56,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
             "voter": p.voter,
             "matchedIndex": p.matched_index,
             "lastAckMs": if p.last_ack_ms < 0 { serde_json::Value::Null } else { json!(p.last_ack_ms) },
+            "incarnation": if p.incarnation.is_empty() { serde_json::Value::Null } else { json!(p.incarnation) },
         })).collect::<Vec<_>>(),
     })
 }
