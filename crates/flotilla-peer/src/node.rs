@@ -209,11 +209,11 @@ async fn fence_watchdog(
 }
 
 /// Before Pods may run again: this replica has applied everything the
-/// leader had committed, so it knows of every replacement, and the leader
-/// has not declared this node lost (it writes Ready again only after a
-/// fresh heartbeat).
+/// leader had appended, so it knows of every replacement, decided or
+/// committed, and the leader has not declared this node lost (it writes
+/// Ready again only after a fresh heartbeat).
 async fn caught_up(core: &PeerCore, node_name: &str) -> Result<(), String> {
-    let index = core.link.read_index().await.map_err(|e| e.to_string())?;
+    let index = core.link.appended_index().await.map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(5), core.store.wait_applied(index))
         .await
         .map_err(|_| format!("this replica has not applied index {index} yet"))?;

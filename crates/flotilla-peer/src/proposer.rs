@@ -204,6 +204,15 @@ fn refuse_forwarded(batch: Vec<Pending>) -> Vec<Pending> {
     local
 }
 
+/// What a read index covers.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ReadScope {
+    /// What the leader has committed: enough for a linearizable read.
+    Committed,
+    /// What the leader has appended, committed or not.
+    Appended,
+}
+
 /// What a follower asks of the leader.
 enum Forward {
     Propose,
@@ -260,11 +269,26 @@ impl LeaderLink {
 
     /// The log index a linearizable read must wait for, from the leader.
     pub async fn read_index(&self) -> Result<u64, ProposeError> {
+        self.read_index_of(ReadScope::Committed).await
+    }
+
+    /// The index of everything the leader has appended, confirmed with a
+    /// quorum: what a fenced node must have applied before its Pods may run.
+    /// A decision the leader made but could not commit yet (declaring this
+    /// node lost while it had no quorum, say) is covered, so the node sees
+    /// it before it runs anything the decision replaced.
+    pub async fn appended_index(&self) -> Result<u64, ProposeError> {
+        self.read_index_of(ReadScope::Appended).await
+    }
+
+    async fn read_index_of(&self, scope: ReadScope) -> Result<u64, ProposeError> {
         let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         loop {
             let result = match self.leader().await {
-                Some((id, _)) if id == *self.raft.node_id() => self.read_index_here().await,
-                Some((_, addr)) => self.forward(&addr, Forward::ReadIndex, Vec::new()).await.and_then(|b| decode_reply(&b)),
+                Some((id, _)) if id == *self.raft.node_id() => self.read_index_here(scope).await,
+                Some((_, addr)) => {
+                    self.forward(&addr, Forward::ReadIndex, encode(&scope)).await.and_then(|b| decode_reply(&b))
+                }
                 None => Err(ProposeError::NotLeader),
             };
             match result {
@@ -278,13 +302,17 @@ impl LeaderLink {
     }
 
     /// Confirms leadership with a quorum (ReadIndex) and returns the index
-    /// every read served after this must see applied.
-    pub async fn read_index_here(&self) -> Result<u64, ProposeError> {
+    /// every read served after this must see applied: the commit index, or
+    /// with [`ReadScope::Appended`] the last index appended by then.
+    pub async fn read_index_here(&self, scope: ReadScope) -> Result<u64, ProposeError> {
         if !self.raft.is_leader() {
             return Err(ProposeError::NotLeader);
         }
         match self.raft.ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex).await {
-            Ok(read) => Ok(read.index()),
+            Ok(read) => Ok(match scope {
+                ReadScope::Committed => read.index(),
+                ReadScope::Appended => read.index().max(self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0)),
+            }),
             Err(RaftError::APIError(_)) => Err(ProposeError::NotLeader),
             Err(RaftError::Fatal(_)) => Err(ProposeError::ShuttingDown),
         }

@@ -191,7 +191,8 @@ impl RaftTransport for TransportService {
     async fn read_index(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id, &req.to_incarnation)?;
-        reply(&self.link.read_index_here().await)
+        let scope = decode(&req.payload).map_err(bad_payload)?;
+        reply(&self.link.read_index_here(scope).await)
     }
 
     async fn hello(&self, _request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
