@@ -33,6 +33,9 @@ pub enum Fault {
     NodeLoss(usize),
     /// A peer's disk syncs slowly.
     SlowDisk(usize, u64),
+    /// A peer crashes and loses its disk: it returns under the same id with
+    /// an empty data directory, and must be admitted again as a new member.
+    Wipe(usize),
 }
 
 impl fmt::Display for Fault {
@@ -48,6 +51,7 @@ impl fmt::Display for Fault {
             Fault::CrashLeader => write!(f, "crash the leader"),
             Fault::NodeLoss(p) => write!(f, "lose {} (node lost)", peer(p)),
             Fault::SlowDisk(p, ms) => write!(f, "slow disk on {} ({ms} ms per sync)", peer(p)),
+            Fault::Wipe(p) => write!(f, "crash {} and wipe its disk", peer(p)),
         }
     }
 }
@@ -69,7 +73,7 @@ pub fn schedule(seed: u64, peers: usize, from_ms: u64, until_ms: u64, lost_after
     let mut at = from_ms + rng.random_range(0..1_000);
     while at < until_ms {
         let peer = rng.random_range(0..peers);
-        let (fault, duration_ms) = match rng.random_range(0..8) {
+        let (fault, duration_ms) = match rng.random_range(0..9) {
             0 => (Fault::Isolate(peer), rng.random_range(500..6_000)),
             1 => {
                 let mut all: Vec<usize> = (0..peers).collect();
@@ -89,6 +93,7 @@ pub fn schedule(seed: u64, peers: usize, from_ms: u64, until_ms: u64, lost_after
             4 => (Fault::Crash(peer), rng.random_range(200..5_000)),
             5 => (Fault::CrashLeader, rng.random_range(200..3_000)),
             6 => (Fault::NodeLoss(peer), lost_after_ms + rng.random_range(1_000..4_000)),
+            7 => (Fault::Wipe(peer), rng.random_range(200..5_000)),
             _ => (Fault::SlowDisk(peer, rng.random_range(5..150)), rng.random_range(1_000..5_000)),
         };
         out.push(Scheduled { start_ms: at, end_ms: at + duration_ms, fault });
@@ -121,6 +126,6 @@ mod tests {
             .flat_map(|seed| schedule(seed, 5, 0, 60_000, 2_000))
             .map(|s| format!("{:?}", s.fault).split('(').next().unwrap().to_string())
             .collect();
-        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        assert_eq!(kinds.len(), 9, "{kinds:?}");
     }
 }

@@ -640,6 +640,18 @@ impl Driver {
                 self.crash(sim, *p);
                 None
             }
+            Fault::Wipe(p) => {
+                self.crash(sim, *p);
+                let mut s = self.shared.borrow_mut();
+                let slot = &mut s.slots[*p];
+                // The log, the vote and the applied state, then the identity
+                // and snapshot files: nothing of the old directory is left.
+                slot.backend = MemoryBackend::default();
+                if let Err(e) = std::fs::remove_dir_all(&slot.dir) {
+                    panic!("wiping {}: {e}", slot.dir.display());
+                }
+                None
+            }
             Fault::CrashLeader => {
                 let p = self.leader().unwrap_or(0);
                 self.crash(sim, p);
@@ -672,7 +684,7 @@ impl Driver {
                     sim.release(a.as_str(), b.as_str());
                 }
             }
-            Fault::Crash(p) | Fault::NodeLoss(p) => self.restart(sim, *p),
+            Fault::Crash(p) | Fault::NodeLoss(p) | Fault::Wipe(p) => self.restart(sim, *p),
             Fault::CrashLeader => self.restart(sim, chosen.expect("a leader crash chose its peer")),
             Fault::SlowDisk(p, _) => self.shared.borrow().slots[*p].sync_delay_ms.store(0, Ordering::Relaxed),
         }
