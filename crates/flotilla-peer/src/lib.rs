@@ -271,6 +271,9 @@ where
         identity: membership.identity.clone(),
         channels: channels.clone(),
         snapshot_chunk_bytes: config.raft.snapshot_chunk_bytes,
+        // A follower that has not answered for an election timeout is as
+        // good as gone; sooner, it may only be slow.
+        min_append_answer: std::time::Duration::from_millis(config.timing.election_timeout_max_ms),
     };
     let raft = Raft::new(config.id, Arc::new(raft_config(&config)?), network, log_store, state_machine)
         .await

@@ -125,6 +125,11 @@ pub struct NetworkFactory {
     pub identity: ClusterIdentity,
     pub channels: Channels,
     pub snapshot_chunk_bytes: usize,
+    /// The least time a follower has to answer an append on a replication
+    /// stream. openraft allows one heartbeat interval, which a follower
+    /// catching up on a slow or busy disk can exceed on every batch: its
+    /// stream would fail and restart forever, and it would never catch up.
+    pub min_append_answer: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -138,6 +143,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             channels: self.channels.clone(),
             identity: self.identity.clone(),
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            min_append_answer: self.min_append_answer,
         }
     }
 }
@@ -161,6 +167,7 @@ pub struct PeerClient {
     channels: Channels,
     identity: ClusterIdentity,
     snapshot_chunk_bytes: usize,
+    min_append_answer: Duration,
 }
 
 fn unreachable<E: std::error::Error + 'static>(e: &E) -> RPCError<TypeConfig> {
@@ -259,7 +266,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let answers = AppendAnswers {
                 replies,
                 in_flight,
-                answer_within: option.hard_ttl(),
+                answer_within: option.hard_ttl().max(self.min_append_answer),
                 target: self.target,
                 addr: self.addr.clone(),
             };
