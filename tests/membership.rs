@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use flotilla_blackbox::{Cluster, Code, Expect, Options, config_map, key, value_of};
+use flotilla_client::api::StatusResponse;
 
 const FORM: Duration = Duration::from_secs(30);
 
@@ -84,14 +85,15 @@ async fn a_voter_whose_data_directory_was_wiped_is_admitted_again_as_a_new_membe
         revision = c.put(key("ConfigMap", "before", &format!("k{i}")), config_map(&i.to_string()), Expect::Absent).await.unwrap().1;
     }
     cluster.wait_status(wiped, "the voter holds every write", FORM, |s| s.revision >= revision).await;
+    let before = recorded_incarnations(&cluster, leader).await;
 
     cluster.kill(wiped);
     std::fs::remove_dir_all(&cluster.peer(wiped).data_dir).unwrap();
     cluster.restart(wiped);
 
     let status = cluster
-        .wait_status(leader, "the wiped peer back as a voter", FORM, |s| {
-            s.voters.len() == 3 && s.voters.contains(&wiped) && s.learners.is_empty()
+        .wait_status(leader, "the wiped peer back as a voter, under its new directory", FORM, |s| {
+            s.voters.len() == 3 && s.learners.is_empty() && is_new_voter(s, wiped, &before)
         })
         .await;
     assert_eq!(status.leader, leader, "the leader kept its seat throughout:\n{}", cluster.logs_tail());
@@ -117,11 +119,7 @@ async fn a_voter_whose_data_directory_was_wiped_is_admitted_again_as_a_new_membe
 async fn a_wiped_voter_cannot_help_elect_a_leader_that_lacks_acknowledged_writes() {
     let mut cluster = Cluster::start(3, Options::default());
     let leader = cluster.wait_leader(FORM).await;
-    cluster
-        .wait_status(leader, "every member's data directory recorded", FORM, |s| {
-            s.peers.len() == 3 && s.peers.iter().all(|p| !p.incarnation.is_empty())
-        })
-        .await;
+    let before = recorded_incarnations(&cluster, leader).await;
     let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     let (behind, wiped) = (others[0], others[1]);
     cluster.kill(behind);
@@ -155,7 +153,23 @@ async fn a_wiped_voter_cannot_help_elect_a_leader_that_lacks_acknowledged_writes
     }
     cluster
         .wait_status(now, "the wiped peer admitted again and promoted", FORM, |s| {
-            s.voters.len() == 3 && s.voters.contains(&wiped)
+            s.voters.len() == 3 && is_new_voter(s, wiped, &before)
         })
         .await;
+}
+
+/// Each member's incarnation as `via`'s membership records it, once every
+/// member's is known.
+async fn recorded_incarnations(cluster: &Cluster, via: u64) -> StatusResponse {
+    cluster
+        .wait_status(via, "every member's data directory recorded", FORM, |s| {
+            s.peers.len() == 3 && s.peers.iter().all(|p| !p.incarnation.is_empty())
+        })
+        .await
+}
+
+/// Whether `id` votes from another data directory than it did in `before`.
+fn is_new_voter(s: &StatusResponse, id: u64, before: &StatusResponse) -> bool {
+    let incarnation = |s: &StatusResponse| s.peers.iter().find(|p| p.id == id).map(|p| p.incarnation.clone()).unwrap_or_default();
+    s.voters.contains(&id) && !incarnation(s).is_empty() && incarnation(s) != incarnation(before)
 }

@@ -217,8 +217,11 @@ impl ClusterMembership {
             } else if current.incarnation.is_empty() && held_nothing {
                 // Bootstrapped without answering, and has been sent nothing
                 // since: its directory is the one it joins with.
-                self.record_incarnations(raft, BTreeMap::from([(id, PeerNode::new(addr, incarnation))])).await;
-                return Ok(());
+                let node = BTreeMap::from([(id, PeerNode::new(addr, incarnation))]);
+                return match self.record_incarnations(raft, node).await {
+                    true => Ok(()),
+                    false => Err(format!("recording peer {id}'s data directory failed; ask again")),
+                };
             } else {
                 if id == self.id {
                     return Err(format!("peer {id} is this leader, which answers from incarnation {}", self.incarnation));

@@ -192,12 +192,14 @@ impl PeerClient {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
+    /// `payload` addressed as every message to the target is: from this
+    /// cluster, to the incarnation the membership records.
+    fn envelope(&self, payload: Vec<u8>) -> RaftRequest {
+        RaftRequest { cluster_id: self.identity.get(), payload, to_incarnation: self.incarnation.clone() }
+    }
+
     fn request<T: serde::Serialize>(&self, body: &T, ttl: Duration) -> tonic::Request<RaftRequest> {
-        let mut req = tonic::Request::new(RaftRequest {
-            cluster_id: self.identity.get(),
-            payload: encode(body),
-            to_incarnation: self.incarnation.clone(),
-        });
+        let mut req = tonic::Request::new(self.envelope(encode(body)));
         req.set_timeout(ttl);
         req
     }
@@ -256,8 +258,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let mut client = self.client()?;
             let in_flight = Arc::new(InFlight::default());
             let input = futures::stream::once(std::future::ready(first)).chain(input);
-            let to = (self.identity.get(), self.incarnation.clone());
-            let requests = outgoing_appends(input, self.channels.clone(), to, in_flight.clone());
+            let requests = outgoing_appends(input, self.channels.clone(), self.envelope(Vec::new()), in_flight.clone());
             let replies = client
                 .append_stream(tonic::Request::new(requests))
                 .await
@@ -352,12 +353,12 @@ struct InFlight {
 
 /// Encodes openraft's appends for the wire, holding one of
 /// [`MAX_APPENDS_IN_FLIGHT`] slots for each until it is answered. Ends the
-/// stream when this peer is cut off (fault injection). `to` is the cluster
-/// id and the receiver's incarnation each message names.
+/// stream when this peer is cut off (fault injection). Each message is
+/// `envelope` with the append as its payload.
 fn outgoing_appends<S>(
     input: S,
     channels: Channels,
-    to: (String, String),
+    envelope: RaftRequest,
     in_flight: Arc<InFlight>,
 ) -> impl futures::Stream<Item = RaftRequest> + Send + 'static
 where
@@ -365,15 +366,14 @@ where
 {
     let slots = Arc::new(Semaphore::new(MAX_APPENDS_IN_FLIGHT));
     futures::stream::unfold(input, move |mut input| {
-        let (slots, channels, (cluster_id, to_incarnation), in_flight) =
-            (slots.clone(), channels.clone(), to.clone(), in_flight.clone());
+        let (slots, channels, envelope, in_flight) = (slots.clone(), channels.clone(), envelope.clone(), in_flight.clone());
         async move {
             let slot = slots.acquire_owned().await.expect("the semaphore is never closed");
             let append = input.next().await?;
             if channels.isolated() {
                 return None;
             }
-            let request = RaftRequest { cluster_id, payload: encode(&append), to_incarnation };
+            let request = RaftRequest { payload: encode(&append), ..envelope };
             in_flight.sent.lock().expect("in-flight lock").push_back((Instant::now(), slot));
             in_flight.sent_one.notify_one();
             Some((request, input))
