@@ -214,6 +214,12 @@ impl Cluster {
         child.wait().expect("waiting for the peer").code()
     }
 
+    /// Waits for a peer that is ending by itself (killed from elsewhere)
+    /// and returns how it ended.
+    pub fn wait_exit(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        self.peer_mut(id).child.take()?.wait().ok()
+    }
+
     pub fn pause(&self, id: u64) {
         let pid = self.peer(id).child.as_ref().expect("running").id();
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
@@ -365,6 +371,17 @@ impl Drop for Cluster {
             std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")));
         }
     }
+}
+
+/// Whether a test may use what this machine may lack: `available`, or a
+/// skip said out loud, or, with `FLOTILLA_REQUIRE` set (as in CI), a
+/// failure.
+pub fn require(what: &str, available: bool) -> bool {
+    if !available {
+        assert!(std::env::var_os("FLOTILLA_REQUIRE").is_none(), "FLOTILLA_REQUIRE is set and this machine lacks {what}");
+        println!("skipped: this machine lacks {what}");
+    }
+    available
 }
 
 /// A ConfigMap-shaped object holding one value, for store tests.

@@ -1179,6 +1179,7 @@ impl PodWorker {
             },
             volumes,
             host_ports,
+            share_process_namespace: spec.share_process_namespace,
         })
     }
 

@@ -285,6 +285,7 @@ async fn leftovers_are_removed_at_start_and_pods_restart_by_policy() {
         hostname: "pod-u1".into(),
         volumes: vec![],
         host_ports: vec![],
+        share_process_namespace: false,
     };
     let sandbox = runtime.create_sandbox(&spec).await.unwrap();
     let container = ContainerSpec {

@@ -58,6 +58,10 @@ pub struct PodSpec {
     pub node_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hostname: String,
+    /// The Pod's containers share one pid namespace and see each other's
+    /// processes; by default each container has its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share_process_namespace: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -795,6 +795,10 @@ impl DockerRuntime {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(joined.clone()),
+                // The pause container is the Pod's first process, as in
+                // Kubernetes: each container has a pid namespace of its own
+                // unless the Pod shares one.
+                pid_mode: sandbox.share_process_namespace.then(|| joined.clone()),
                 ipc_mode: Some(joined),
                 mounts: Some(mounts),
                 memory,

@@ -539,6 +539,7 @@ mod tests {
             hostname: "p".into(),
             volumes: vec![],
             host_ports: vec![],
+            share_process_namespace: false,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct SandboxSpec {
     /// TCP ports the Pod's containers listen on that the host should reach
     /// (`hostPort`): container port to host port.
     pub host_ports: Vec<(u16, u16)>,
+    /// `shareProcessNamespace`: the Pod's containers see each other's
+    /// processes; otherwise each container has a pid namespace of its own.
+    pub share_process_namespace: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

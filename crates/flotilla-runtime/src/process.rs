@@ -1,5 +1,8 @@
 //! The `process` runtime: a Pod's containers are processes of the host,
 //! run from the host's programs (the image is only recorded).
+//! Long because it is the whole `PodRuntime` implementation over one map
+//! of sandboxes; system calls, cgroups, spawning, roots and logs live in
+//! its submodules.
 //!
 //! # Sandbox layout
 //!
@@ -21,10 +24,13 @@
 //! - `sandbox.json` and `containers/<name>.json` record the processes (pid
 //!   and start time, which rules out a reused pid) for after a restart.
 //!
-//! With cgroups writable, each container has its own cgroup
-//! (`flotilla/<pod_uid>-<container>`) for memory and cpu limits and
-//! out-of-memory detection. What cannot be had is reported in
-//! [`Capabilities::limitations`] and the Pods run without it.
+//! With cgroups writable, each Pod has a cgroup holding all its processes
+//! (`flotilla/<peer>/<pod_uid>`), with one per container inside for memory
+//! and cpu limits and out-of-memory detection (see the `cgroup` module).
+//! Each container has a pid namespace of its own, or the Pod's under
+//! `shareProcessNamespace` (the holder is then its first process). What
+//! cannot be had is reported in [`Capabilities::limitations`] and the Pods
+//! run without it.
 //!
 //! # Safety
 //!
@@ -34,10 +40,14 @@
 //! stop it. So every process this runtime starts asks the kernel for
 //! SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), and they are all
 //! forked from one thread that lives as long as the peer process (the
-//! signal follows the forking *thread*). Whatever a container forked is
-//! killed with it through its process group and cgroup, and anything left
+//! signal follows the forking *thread*; see the `spawn` module). A
+//! container's first process is an init of ours (`sys::run_init`) that
+//! never execs or changes its credentials, so the signal holds, and it is
+//! the first process of the container's pid namespace, so the kernel kills
+//! everything the program forked, however detached, with it. Anything left
 //! over from a previous run of the peer is killed when the runtime starts
-//! again, once verified as ours by pid and start time.
+//! again: whatever is in its Pods' cgroups, and processes its records
+//! name, once verified as ours by pid and start time.
 //!
 //! This runtime isolates Pods from each other, not the host from the Pods:
 //! containers run as the peer's user.
@@ -45,6 +55,7 @@
 mod cgroup;
 mod logs;
 mod rootfs;
+mod spawn;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -53,8 +64,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +77,8 @@ use crate::{
     DEFAULT_LOG_LIMIT_BYTES, ExecOutput, ExitStatus, NetworkCheck, PodRuntime, RuntimeError,
     SandboxId, SandboxInfo, SandboxSpec, VolumeSource,
 };
-use cgroup::{Cgroups, ContainerCgroup};
+use cgroup::{Cgroups, Group};
+use spawn::{PidNamespace, parent_pid, probe_namespaces, spawn_child};
 use sys::ChildSetup;
 
 /// Where a container looks for programs unless its env says otherwise.
@@ -162,13 +173,17 @@ struct Container {
     id: ContainerId,
     name: String,
     attempt: u32,
-    /// Also its process group; 0 for one found after a restart.
+    /// Also its process group; 0 for one found after a restart. With
+    /// isolation it is the container's init (see `sys::run_init`), which
+    /// passes signals on to the program.
     pid: i32,
+    /// Whether `pid` is such an init, so that a stop signals it alone.
+    has_init: bool,
     start_ticks: u64,
     started_at_unix_ms: u64,
     env: Vec<(String, String)>,
     working_dir: Option<String>,
-    cgroup: Option<ContainerCgroup>,
+    cgroup: Option<Group>,
     exit: watch::Sender<Option<ExitStatus>>,
 }
 
@@ -290,76 +305,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
-type SpawnJob = Box<dyn FnOnce() + Send>;
-
-/// The one thread every child is forked from. It never exits, so
-/// `PR_SET_PDEATHSIG` (which follows the forking thread) fires only when
-/// the peer process itself dies.
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("flotilla-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    // A panicking job must not end the thread: its death
-                    // would kill every container.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            })
-            .expect("the spawner thread starts");
-        Mutex::new(tx)
-    })
-}
-
-async fn spawn_child(mut command: tokio::process::Command) -> io::Result<tokio::process::Child> {
-    let handle = tokio::runtime::Handle::current();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: SpawnJob = Box::new(move || {
-        let _runtime = handle.enter();
-        let _ = tx.send(command.spawn());
-    });
-    spawner()
-        .lock()
-        .map_err(|_| io::Error::other("the spawner is poisoned"))?
-        .send(job)
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    rx.await
-        .map_err(|_| io::Error::other("the spawner thread dropped a spawn"))?
-}
-
-fn parent_pid() -> libc::pid_t {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() }
-}
-
-/// Proves namespaces can be made here by making them in a short-lived child.
-fn probe_namespaces(program: &Path) -> io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    let setup = ChildSetup {
-        parent_pid: parent_pid(),
-        unshare: libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNS,
-        hostname: Some(c"flotilla-probe".to_owned()),
-        loopback_up: true,
-        ..ChildSetup::default()
-    };
-    let mut command = std::process::Command::new(program);
-    command
-        .arg("0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: ChildSetup::run makes only async-signal-safe calls.
-    unsafe { command.pre_exec(move || setup.run()) };
-    let status = command.status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("the probe exited with {status}")))
-    }
-}
-
 impl ProcessRuntime {
     /// A runtime keeping its state in `state_dir` (made if missing). Finds
     /// what this machine allows, and kills whatever a previous run of the
@@ -373,30 +318,36 @@ impl ProcessRuntime {
             .find(|p| p.exists());
         let holder_program = match (options.isolation, found) {
             (false, _) => {
-                limitations.push("namespaces are turned off: Pods share the host's network, hostname and filesystem".into());
+                limitations.push("namespaces are turned off: Pods share the host's network, hostname, process ids and filesystem".into());
                 None
             }
             (true, None) => {
-                limitations.push("Pods share the host's network, hostname and filesystem: no sleep program holds their namespaces".into());
+                limitations.push("Pods share the host's network, hostname, process ids and filesystem: no sleep program holds their namespaces".into());
                 None
             }
             (true, Some(program)) => match probe_namespaces(&program) {
                 Ok(()) => Some(program),
                 Err(e) => {
-                    limitations.push(format!("Pods share the host's network, hostname and filesystem: namespaces cannot be made ({e})"));
+                    limitations.push(format!("Pods share the host's network, hostname, process ids and filesystem: namespaces cannot be made ({e})"));
                     None
                 }
             },
         };
         let cgroups = if options.cgroups {
-            Cgroups::detect(&options.cgroup_root)
-                .map_err(|e| limitations.push(format!("memory and cpu limits are not enforced and out-of-memory kills not detected: {e}")))
+            Cgroups::detect(&options.cgroup_root, &cgroup::node_name(&state_dir))
+                .map_err(|e| limitations.push(format!("memory and cpu limits are not enforced, out-of-memory kills not detected and a Pod's processes are not held together: {e}")))
                 .ok()
         } else {
             limitations
                 .push("cgroups are turned off: memory and cpu limits are not enforced".into());
             None
         };
+        if let Some(cgroups) = &cgroups {
+            if !cgroups.kills_atomically() {
+                limitations.push("no cgroup freezer: a Pod's processes are killed in rounds, which a process forking fast enough may outrun".into());
+            }
+            cgroup::kill_leftovers(cgroups, &state_dir);
+        }
         let isolated = holder_program.is_some();
         let capabilities = Capabilities {
             network_isolation: isolated,
@@ -451,10 +402,6 @@ impl Inner {
         }
     }
 
-    fn cgroup_name(uid: &str, container: &str) -> String {
-        format!("{uid}-{container}")
-    }
-
     /// Takes in the sandboxes a previous run left in the state directory:
     /// kills what still runs of them and records their containers exited,
     /// so the agent finds them and removes or re-creates them.
@@ -492,7 +439,7 @@ impl Inner {
                 let cgroup = self
                     .cgroups
                     .as_ref()
-                    .map(|c| c.cgroup(&Self::cgroup_name(&uid, &record.name)));
+                    .map(|c| c.container(&uid, &record.name));
                 if record.exit.is_none() {
                     if let Some(p) = record.process
                         && sys::is_same_process(p.pid, p.start_ticks)
@@ -516,6 +463,7 @@ impl Inner {
                     name: record.name.clone(),
                     attempt: record.attempt,
                     pid: 0,
+                    has_init: false,
                     start_ticks: 0,
                     started_at_unix_ms: record.started_at_unix_ms,
                     env: Vec::new(),
@@ -644,14 +592,26 @@ fn exit_of(status: io::Result<std::process::ExitStatus>) -> (i32, Option<i32>) {
 /// forked, lets its output reach the log, and records how it ended.
 async fn reap(
     mut child: tokio::process::Child,
+    program_status: Option<io::PipeReader>,
     container: Arc<Container>,
     log_task: JoinHandle<io::Result<()>>,
     oom_baseline: Option<u64>,
     record_path: PathBuf,
     mut record: ContainerRecord,
 ) {
-    let status = child.wait().await;
+    let mut status = child.wait().await;
     let finished_at_unix_ms = sys::unix_ms();
+    // An init reports how its program ended; if the init itself was
+    // killed, its own end is the container's.
+    if let Some(mut reader) = program_status {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        let mut raw = [0u8; 4];
+        // The init is gone, so the pipe holds its word or is at its end.
+        if reader.read_exact(&mut raw).is_ok() {
+            status = Ok(std::process::ExitStatus::from_raw(i32::from_ne_bytes(raw)));
+        }
+    }
     // What the container forked ends with it, as it would with a
     // container's own pid namespace.
     sys::kill_group(container.pid, libc::SIGKILL);
@@ -740,18 +700,34 @@ async fn proxy(listener: tokio::net::TcpListener, netns: Option<PathBuf>, port: 
 }
 
 impl ProcessRuntime {
-    async fn spawn_holder(&self, hostname: &str) -> Result<Holder, RuntimeError> {
+    /// Starts the process holding a Pod's namespaces; with
+    /// `shareProcessNamespace` it is also the first process of the Pod's
+    /// pid namespace, which the containers join.
+    async fn spawn_holder(&self, spec: &SandboxSpec) -> Result<Holder, RuntimeError> {
         let program = self
             .inner
             .holder_program
             .clone()
             .ok_or_else(|| RuntimeError::Other("namespaces are not available".into()))?;
-        let setup = ChildSetup {
+        let mut setup = ChildSetup {
             parent_pid: parent_pid(),
+            in_pid_namespace: spec.share_process_namespace,
             unshare: libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
-            hostname: Some(sys::cstring(hostname)?),
+            hostname: Some(sys::cstring(&spec.hostname)?),
             loopback_up: true,
             ..ChildSetup::default()
+        };
+        if let Some(cgroups) = self.inner.cgroups.clone() {
+            let uid = spec.pod_uid.clone();
+            let holder = blocking(move || cgroups.create_holder(&uid)).await;
+            setup.cgroup_procs = holder
+                .and_then(|h| h.open_procs())
+                .map_err(|e| RuntimeError::Other(format!("the sandbox's cgroup: {e}")))?;
+        }
+        let pid_ns = if spec.share_process_namespace {
+            PidNamespace::New
+        } else {
+            PidNamespace::Peer
         };
         let mut command = tokio::process::Command::new(program);
         command
@@ -762,7 +738,7 @@ impl ProcessRuntime {
             .stderr(Stdio::null());
         // SAFETY: ChildSetup::run makes only async-signal-safe calls.
         unsafe { command.pre_exec(move || setup.run()) };
-        let child = spawn_child(command).await.map_err(|e| {
+        let child = spawn_child(command, pid_ns).await.map_err(|e| {
             RuntimeError::Other(format!("cannot start the sandbox's namespace holder: {e}"))
         })?;
         let pid = child.id().ok_or_else(|| {
@@ -776,7 +752,13 @@ impl ProcessRuntime {
             return Ok(());
         }
         let mut exit = container.exit.subscribe();
-        sys::kill_group(container.pid, libc::SIGTERM);
+        if container.has_init {
+            // The init passes it on to the program alone, as a container
+            // engine signals a container's first process.
+            sys::kill_pid(container.pid, libc::SIGTERM);
+        } else {
+            sys::kill_group(container.pid, libc::SIGTERM);
+        }
         if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
             .await
             .is_err()
@@ -892,7 +874,7 @@ impl PodRuntime for ProcessRuntime {
             let _ = tokio::time::timeout(KILL_WAIT, old.child.wait()).await;
         }
         let holder = if self.inner.isolated() {
-            Some(self.spawn_holder(&spec.hostname).await?)
+            Some(self.spawn_holder(spec).await?)
         } else {
             None
         };
@@ -1038,17 +1020,23 @@ impl PodRuntime for ProcessRuntime {
 
         let cgroup = match &self.inner.cgroups {
             Some(cgroups) => {
-                let (cgroups, name) = (cgroups.clone(), Inner::cgroup_name(&uid, &spec.name));
+                let (cgroups, uid, name) = (cgroups.clone(), uid.clone(), spec.name.clone());
                 let (memory, cpu) = (spec.memory_limit_bytes, spec.cpu_limit_millis);
-                let made = blocking(move || cgroups.create(&name, memory, cpu)).await;
+                let made =
+                    blocking(move || cgroups.create_container(&uid, &name, memory, cpu)).await;
                 Some(made.map_err(|e| start_error(&spec.name, format!("cgroup: {e}")))?)
             }
             None => None,
         };
-        let oom_baseline = cgroup.as_ref().and_then(ContainerCgroup::oom_kills);
+        let oom_baseline = cgroup.as_ref().and_then(Group::oom_kills);
 
         let launched: Result<
-            (tokio::process::Child, Option<String>, io::PipeReader),
+            (
+                tokio::process::Child,
+                Option<String>,
+                io::PipeReader,
+                Option<io::PipeReader>,
+            ),
             RuntimeError,
         > = async {
             let mut setup = ChildSetup {
@@ -1060,8 +1048,21 @@ impl PodRuntime for ProcessRuntime {
                     .open_procs()
                     .map_err(|e| start_error(&spec.name, format!("cgroup: {e}")))?;
             }
+            let mut pid_ns = PidNamespace::Peer;
+            let mut status_reader = None;
             let working_dir = match holder_pid {
                 Some(holder) => {
+                    pid_ns = if sandbox_spec.share_process_namespace {
+                        PidNamespace::Join(sys::open_namespace(holder, "pid").map_err(|e| {
+                            start_error(&spec.name, format!("sandbox namespace: {e}"))
+                        })?)
+                    } else {
+                        PidNamespace::New
+                    };
+                    let (reader, writer) = io::pipe()?;
+                    status_reader = Some(reader);
+                    setup.init_status = Some(writer.into());
+                    setup.in_pid_namespace = true;
                     for (kind, flag) in [
                         ("net", libc::CLONE_NEWNET),
                         ("uts", libc::CLONE_NEWUTS),
@@ -1102,17 +1103,17 @@ impl PodRuntime for ProcessRuntime {
                 .stderr(Stdio::from(writer));
             // SAFETY: ChildSetup::run makes only async-signal-safe calls.
             unsafe { command.pre_exec(move || setup.run()) };
-            let child = spawn_child(command).await.map_err(|e| {
+            let child = spawn_child(command, pid_ns).await.map_err(|e| {
                 let dir = working_dir.as_deref().unwrap_or("(the peer's)");
                 start_error(
                     &spec.name,
                     format!("{e} (command {program:?}, working directory {dir})"),
                 )
             })?;
-            Ok((child, working_dir, reader))
+            Ok((child, working_dir, reader, status_reader))
         }
         .await;
-        let (child, working_dir, reader) = match launched {
+        let (child, working_dir, reader, status_reader) = match launched {
             Ok(launched) => launched,
             Err(e) => {
                 // A cgroup no attempt ever ran in would be left behind.
@@ -1142,6 +1143,7 @@ impl PodRuntime for ProcessRuntime {
             name: spec.name.clone(),
             attempt,
             pid,
+            has_init: status_reader.is_some(),
             start_ticks,
             started_at_unix_ms,
             env,
@@ -1170,6 +1172,7 @@ impl PodRuntime for ProcessRuntime {
             .insert(spec.name.clone(), container.clone());
         tokio::spawn(reap(
             child,
+            status_reader,
             container,
             log_task,
             oom_baseline,
@@ -1225,11 +1228,10 @@ impl PodRuntime for ProcessRuntime {
                 )));
             }
         }
-        let cgroups: Vec<ContainerCgroup> =
-            containers.iter().filter_map(|c| c.cgroup.clone()).collect();
+        let pod_cgroup = self.inner.cgroups.as_ref().map(|c| c.pod(&sandbox.uid));
         let dir = sandbox.dir.clone();
         blocking(move || {
-            for cgroup in cgroups {
+            if let Some(cgroup) = pod_cgroup {
                 cgroup.remove()?;
             }
             sys::remove_tree(&dir)
@@ -1263,6 +1265,7 @@ impl PodRuntime for ProcessRuntime {
         if let Some(cgroup) = &c.cgroup {
             setup.cgroup_procs = cgroup.open_procs()?;
         }
+        let mut pid_ns = PidNamespace::Peer;
         if self.inner.isolated() {
             for (kind, flag) in [
                 ("net", libc::CLONE_NEWNET),
@@ -1271,6 +1274,10 @@ impl PodRuntime for ProcessRuntime {
                 ("mnt", libc::CLONE_NEWNS),
             ] {
                 setup.join.push((sys::open_namespace(c.pid, kind)?, flag));
+            }
+            if c.has_init {
+                pid_ns = PidNamespace::Join(sys::open_namespace(c.pid, "pid")?);
+                setup.in_pid_namespace = true;
             }
         }
         setup.working_dir = c.working_dir.as_ref().map(sys::cstring).transpose()?;
@@ -1283,7 +1290,7 @@ impl PodRuntime for ProcessRuntime {
             .stderr(Stdio::piped());
         // SAFETY: ChildSetup::run makes only async-signal-safe calls.
         unsafe { cmd.pre_exec(move || setup.run()) };
-        let mut child = match spawn_child(cmd).await {
+        let mut child = match spawn_child(cmd, pid_ns).await {
             Ok(child) => child,
             // As a shell reports a command it cannot find.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -1343,7 +1350,9 @@ impl PodRuntime for ProcessRuntime {
             let stream = socket.connect(loopback(port)).await?;
             match check {
                 NetworkCheck::Tcp { .. } => Ok(true),
-                NetworkCheck::Http { path, .. } => crate::http_ok(stream, &format!("127.0.0.1:{port}"), path).await,
+                NetworkCheck::Http { path, .. } => {
+                    crate::http_ok(stream, &format!("127.0.0.1:{port}"), path).await
+                }
             }
         };
         Ok(matches!(

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
-use flotilla_runtime::{ContainerId, ContainerSpec, ContainerState, NetworkCheck, PodRuntime, RuntimeError, VolumeSource};
+use flotilla_runtime::{
+    ContainerId, ContainerSpec, ContainerState, NetworkCheck, PodRuntime, RuntimeError,
+    VolumeSource,
+};
 
 mod common;
 use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_listening};
@@ -536,7 +539,7 @@ async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
     let pod = rt.create_sandbox(&spec).await.unwrap();
     let mut main = sh(
         "main",
-        "touch /scratch/x; echo $$; cat /host/keep.txt; exec sleep 1000",
+        "touch /scratch/x; cat /host/keep.txt; exec sleep 1001",
     );
     main.mounts = vec![
         mount("host", "/host", false),
@@ -548,13 +551,7 @@ async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
         assert!(Instant::now() < deadline, "{}", logs(&rt, &id).await);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid: i32 = logs(&rt, &id)
-        .await
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = host_pid("sleep 1001");
     let state_dir = dir.path().join("pods").join("rm-1");
     assert!(state_dir.join("volumes/scratch/x").exists());
 
@@ -565,8 +562,15 @@ async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
         std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
         "precious"
     );
-    for hierarchy in ["memory", "cpu"] {
-        assert!(!Path::new(&format!("/sys/fs/cgroup/{hierarchy}/flotilla/rm-1-main")).exists());
+    for hierarchy in ["memory", "cpu", "freezer", ""] {
+        let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join("flotilla");
+        for peer in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            assert!(
+                !peer.path().join("rm-1").exists(),
+                "{}",
+                peer.path().display()
+            );
+        }
     }
     assert!(matches!(
         rt.container_state(&id).await,
@@ -574,6 +578,36 @@ async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
     ));
     rt.remove_sandbox(&pod).await.unwrap();
     assert!(rt.list_sandboxes().await.unwrap().is_empty());
+}
+
+/// The host's pid of the one process running `cmdline` (arguments joined
+/// by spaces), waiting for it to appear: a container's own `$$` is its pid
+/// in its pid namespace.
+fn host_pid(cmdline: &str) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c)
+                        .split('\0')
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        == cmdline
+                })
+            })
+            .filter(|pid| alive(*pid))
+            .collect();
+        if let [pid] = found[..] {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{cmdline}: {found:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn alive(pid: i32) -> bool {
@@ -594,17 +628,10 @@ async fn a_new_runtime_kills_leftovers_and_reports_them_exited() {
         .await
         .unwrap();
     let id = rt
-        .start_container(&pod, &sh("main", "echo $$; exec sleep 1000"), 2)
+        .start_container(&pod, &sh("main", "echo started; exec sleep 1002"), 2)
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    let pid: i32 = loop {
-        if let Some(Ok(pid)) = logs(&rt, &id).await.lines().next().map(str::parse) {
-            break pid;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let pid = host_pid("sleep 1002");
     drop(rt);
     assert!(
         alive(pid),
@@ -634,7 +661,7 @@ async fn a_new_runtime_kills_leftovers_and_reports_them_exited() {
         "{:?}",
         info.state
     );
-    assert!(logs(&rt, &id).await.starts_with(&pid.to_string()));
+    assert!(logs(&rt, &id).await.starts_with("started"));
     assert!(matches!(
         rt.start_container(&pod, &sh("main", "true"), 3).await,
         Err(RuntimeError::Start { .. })
@@ -725,4 +752,57 @@ fn capabilities_name_what_is_missing() {
                 .any(|l| l.contains("network"))
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_held_in_its_pid_namespace_and_killed_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(rt) = isolated_runtime(dir.path()) else {
+        return;
+    };
+    let pod = rt
+        .create_sandbox(&sandbox("pidns-1", Vec::new()))
+        .await
+        .unwrap();
+    // The program is the second process of its namespace: the first is
+    // the init that holds it. It detaches a grandchild and ignores SIGTERM.
+    let script = "echo pid $$; trap '' TERM; (setsid sleep 1021 &); sleep 1022 & wait";
+    let id = rt
+        .start_container(&pod, &sh("main", script), 0)
+        .await
+        .unwrap();
+    let (detached, child) = (host_pid("sleep 1021"), host_pid("sleep 1022"));
+    assert!(
+        logs(&rt, &id).await.starts_with("pid 2\n"),
+        "{}",
+        logs(&rt, &id).await
+    );
+    rt.stop_container(&id, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(wait_exit(&rt, &id).await.signal, Some(libc::SIGKILL));
+    assert!(
+        !alive(detached) && !alive(child),
+        "a process of the container outlived it"
+    );
+
+    // Containers of one Pod see each other's processes only when the Pod
+    // shares its namespace.
+    let sees = "for i in $(seq 100); do cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -q 'sleep 102[3]' && exit 0; sleep 0.05; done; exit 1";
+    for (uid, shared, seen) in [("pidns-2", false, 1), ("pidns-3", true, 0)] {
+        let mut spec = sandbox(uid, Vec::new());
+        spec.share_process_namespace = shared;
+        let pod = rt.create_sandbox(&spec).await.unwrap();
+        rt.start_container(&pod, &container("a", &["sleep", "1023"]), 0)
+            .await
+            .unwrap();
+        let b = rt.start_container(&pod, &sh("b", sees), 0).await.unwrap();
+        assert_eq!(
+            wait_exit(&rt, &b).await.exit_code,
+            seen,
+            "shareProcessNamespace: {shared}"
+        );
+        rt.remove_sandbox(&pod).await.unwrap();
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
 }

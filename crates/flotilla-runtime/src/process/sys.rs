@@ -4,8 +4,9 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Nesting depth the tree remover descends at most.
@@ -144,6 +145,10 @@ pub(crate) enum ChildMount {
 #[derive(Debug, Default)]
 pub(crate) struct ChildSetup {
     pub parent_pid: libc::pid_t,
+    /// The child was forked into a pid namespace the parent is outside of,
+    /// where `getppid` reads 0: the parent's liveness is then read off
+    /// [`peer_pidfd`] alone.
+    pub in_pid_namespace: bool,
     /// `cgroup.procs` files to write `0` to, joining the cgroups.
     pub cgroup_procs: Vec<OwnedFd>,
     /// Namespaces to join, with their `CLONE_*` type.
@@ -155,6 +160,37 @@ pub(crate) struct ChildSetup {
     /// The assembled root and what to mount into it before entering it.
     pub root: Option<(CString, Vec<ChildMount>)>,
     pub working_dir: Option<CString>,
+    /// Makes the child the container's init: it forks the program and
+    /// stays to forward signals, reap orphans and end with the program,
+    /// writing the program's wait status here first (see [`run_init`]).
+    pub init_status: Option<OwnedFd>,
+}
+
+/// A pidfd of this process, opened once: a child polls it to learn whether
+/// the peer died before the child asked for `PR_SET_PDEATHSIG` (`None`
+/// where the kernel has no pidfds, before 5.3).
+pub(crate) fn peer_pidfd() -> Option<RawFd> {
+    static PIDFD: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    PIDFD
+        .get_or_init(|| {
+            // SAFETY: pidfd_open returns a new close-on-exec fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+            // SAFETY: fd was just returned to us and nothing else owns it.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        })
+        .as_ref()
+        .map(AsRawFd::as_raw_fd)
+}
+
+/// True when the process behind `pidfd` has ended.
+unsafe fn ended(pidfd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut poll, 1, 0) == 1 && poll.revents & libc::POLLIN != 0 }
 }
 
 fn check(result: libc::c_int) -> io::Result<()> {
@@ -187,7 +223,11 @@ impl ChildSetup {
                 0,
                 0,
             ))?;
-            if libc::getppid() != self.parent_pid {
+            let parent_gone = match peer_pidfd() {
+                Some(fd) => ended(fd),
+                None => !self.in_pid_namespace && libc::getppid() != self.parent_pid,
+            };
+            if parent_gone {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             // Its own session and process group: stop and cleanup signal the
@@ -216,8 +256,82 @@ impl ChildSetup {
             if let Some(dir) = &self.working_dir {
                 check(libc::chdir(dir.as_ptr()))?;
             }
+            if let Some(status) = &self.init_status {
+                run_init(status.as_raw_fd())?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Forks the container's program and, in the original child, stays as
+/// the container's init until the program ends; returns only in the
+/// program's process, which then execs.
+///
+/// The init is the first process of the container's pid namespace (or,
+/// with a namespace shared by the Pod, a subreaper in it), so everything
+/// the program forks, however it detaches, ends when the init ends: the
+/// kernel kills a pid namespace with its first process. The init never
+/// changes its credentials and never execs, so its `PR_SET_PDEATHSIG`
+/// holds whatever the program does (a setuid would clear the program's
+/// own). Signals sent to it go to the program, so a program needs no
+/// handler of its own to stop on SIGTERM, as if it were not an init.
+///
+/// # Safety
+/// Only from [`ChildSetup::run`]: it forks, and the init half never returns.
+unsafe fn run_init(status_fd: RawFd) -> io::Result<()> {
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        check(libc::sigprocmask(libc::SIG_SETMASK, &all, &mut before))?;
+        check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))?;
+        // A raw clone: glibc's fork runs atfork handlers, which may lock.
+        let program = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0);
+        if program < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if program == 0 {
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &before,
+                std::ptr::null_mut(),
+            ))?;
+            return Ok(());
+        }
+        let program = program as libc::pid_t;
+        // Shown by ps and top instead of the peer's name, which a fork keeps.
+        libc::prctl(libc::PR_SET_NAME, c"flotilla-init".as_ptr(), 0, 0, 0);
+        // Only the status pipe stays open: the log pipe and the spawn's
+        // error pipe must reach their end when the program's copies close.
+        if status_fd > 0 {
+            libc::syscall(libc::SYS_close_range, 0, status_fd - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, status_fd + 1, libc::c_uint::MAX, 0);
+        loop {
+            let signal = libc::sigwaitinfo(&all, std::ptr::null_mut());
+            if signal == libc::SIGCHLD {
+                loop {
+                    let mut status = 0;
+                    let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                    if reaped <= 0 {
+                        break;
+                    }
+                    if reaped == program {
+                        let bytes = status.to_ne_bytes();
+                        libc::write(status_fd, bytes.as_ptr().cast(), bytes.len());
+                        let code = if libc::WIFEXITED(status) {
+                            libc::WEXITSTATUS(status)
+                        } else {
+                            128 + libc::WTERMSIG(status)
+                        };
+                        libc::_exit(code);
+                    }
+                }
+            } else if signal > 0 {
+                libc::kill(program, signal);
+            }
+        }
     }
 }
 

@@ -18,15 +18,23 @@ pub fn sandbox(uid: &str, volumes: Vec<VolumeSpec>) -> SandboxSpec {
         hostname: format!("pod-{uid}"),
         volumes,
         host_ports: Vec::new(),
+        share_process_namespace: false,
     }
 }
 
 pub fn volume(name: &str, source: VolumeSource) -> VolumeSpec {
-    VolumeSpec { name: name.into(), source }
+    VolumeSpec {
+        name: name.into(),
+        source,
+    }
 }
 
 pub fn mount(volume: &str, path: &str, read_only: bool) -> MountSpec {
-    MountSpec { volume: volume.into(), mount_path: path.into(), read_only }
+    MountSpec {
+        volume: volume.into(),
+        mount_path: path.into(),
+        read_only,
+    }
 }
 
 pub fn container_of(image: &str, name: &str, command: &[&str]) -> ContainerSpec {
@@ -61,7 +69,10 @@ pub async fn wait_listening(rt: &impl PodRuntime, sandbox: &SandboxId, port: u16
         .await
         .expect("check")
     {
-        assert!(Instant::now() < deadline, "nothing listens on {port} in {sandbox:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} in {sandbox:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
