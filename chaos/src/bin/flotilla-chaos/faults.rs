@@ -40,6 +40,10 @@ pub enum Nemesis {
     KillMinority,
     /// SIGKILL of the leader.
     KillLeader,
+    /// SIGKILL of one peer's process alone, its container (the machine)
+    /// and whatever the peer leaves running in it living on, as a peer
+    /// crash on bare metal; restarted when the episode ends.
+    KillPeer,
     /// One peer's container frozen (SIGSTOP of every process in it, as a
     /// machine that stalls), then thawed.
     Pause,
@@ -48,7 +52,7 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::Isolate,
         Nemesis::Partition,
         Nemesis::Bridge,
@@ -56,6 +60,7 @@ impl Nemesis {
         Nemesis::Kill,
         Nemesis::KillMinority,
         Nemesis::KillLeader,
+        Nemesis::KillPeer,
         Nemesis::Pause,
         Nemesis::Clock,
     ];
@@ -75,7 +80,7 @@ impl Nemesis {
     }
 
     fn stops_processes(self) -> bool {
-        matches!(self, Nemesis::Kill | Nemesis::KillMinority | Nemesis::KillLeader | Nemesis::Pause)
+        matches!(self, Nemesis::Kill | Nemesis::KillMinority | Nemesis::KillLeader | Nemesis::KillPeer | Nemesis::Pause)
     }
 }
 
@@ -98,6 +103,8 @@ pub fn plan_episode(kinds: &[Nemesis], rng: &mut StdRng) -> Vec<Nemesis> {
 #[derive(Default)]
 struct Undo {
     killed: Vec<usize>,
+    /// Peers whose process alone was killed.
+    peer_killed: Vec<usize>,
     paused: Vec<usize>,
     partitioned: bool,
     skewed: Vec<usize>,
@@ -161,7 +168,7 @@ impl Nemeses {
         order.shuffle(&mut self.rng);
         // A process fault in an episode with a partition must not strike a
         // peer already struck.
-        order.retain(|p| !undo.killed.contains(p) && !undo.paused.contains(p));
+        order.retain(|p| !undo.killed.contains(p) && !undo.peer_killed.contains(p) && !undo.paused.contains(p));
         let peers = |indices: &[usize]| indices.iter().map(|i| *i as u64 + 1).collect::<Vec<u64>>();
         if let Some(shape) = kind.shape() {
             let mut all: Vec<usize> = (0..PEERS as usize).collect();
@@ -197,6 +204,13 @@ impl Nemeses {
                 }
                 Ok(peers(&victims))
             }
+            Nemesis::KillPeer => {
+                let victim = order[0];
+                // Through the container's keeper (cluster-config/compose/keeper.sh).
+                docker(&["exec", &self.ids[victim], "sh", "-c", "touch /tmp/peer-down && kill -KILL $(cat /tmp/peer.pid)"])?;
+                undo.peer_killed.push(victim);
+                Ok(peers(&[victim]))
+            }
             Nemesis::Pause => {
                 let victim = order[0];
                 docker(&["pause", &self.ids[victim]])?;
@@ -229,6 +243,9 @@ impl Nemeses {
         for p in &undo.killed {
             docker(&["start", &self.ids[*p]])?;
         }
+        for p in &undo.peer_killed {
+            docker(&["exec", &self.ids[*p], "rm", "-f", "/tmp/peer-down"])?;
+        }
         for p in &undo.skewed {
             Container::inspect(&self.ids[*p])?.skew_clock(0)?;
         }
@@ -246,6 +263,7 @@ impl Nemeses {
         for id in &self.ids {
             let _ = docker(&["unpause", id]);
             let _ = docker(&["start", id]);
+            let _ = docker(&["exec", id, "rm", "-f", "/tmp/peer-down"]);
         }
         for id in &self.ids {
             if let Ok(c) = Container::inspect(id) {
