@@ -322,6 +322,23 @@ fn zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// A `flotilla up` and its peers, all killed when the test ends, however it
+/// ends.
+struct LocalCluster {
+    up: Child,
+    data_dir: String,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for p in processes().into_iter().filter(|p| p.cmdline.contains(" peer --config ") && p.cmdline.contains(&self.data_dir)) {
+            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+        }
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+    }
+}
+
 /// `flotilla up` with every one of its peers SIGKILLed at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
@@ -330,7 +347,7 @@ async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
     }
     let dir = tempfile::tempdir().unwrap();
     let base_port: u16 = 20_000 + rand::random_range(0..20_000u16);
-    let mut up: Child = Command::new(flotilla_blackbox::flotilla_bin())
+    let up: Child = Command::new(flotilla_blackbox::flotilla_bin())
         .args(["up", "--peers", "3", "--base-port", &base_port.to_string(), "--data-dir"])
         .arg(dir.path())
         .stdin(Stdio::null())
@@ -338,6 +355,7 @@ async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let local = LocalCluster { up, data_dir: dir.path().canonicalize().unwrap().display().to_string() };
     let server = format!("127.0.0.1:{base_port}");
     let deadline = Instant::now() + FORM;
     let mut client = loop {
@@ -355,11 +373,10 @@ async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
     let (marks, _) = marks_of(&mut client, &expected).await;
 
     // Every peer of this cluster: their configs live in its data directory.
-    let data_dir = dir.path().canonicalize().unwrap().display().to_string();
     let parent = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse::<u32>().ok());
     let peers: Vec<i32> = processes()
         .into_iter()
-        .filter(|p| p.cmdline.contains(" peer --config ") && p.cmdline.contains(&data_dir) && parent(p.pid) == Some(up.id()))
+        .filter(|p| p.cmdline.contains(" peer --config ") && p.cmdline.contains(&local.data_dir) && parent(p.pid) == Some(local.up.id()))
         .map(|p| p.pid)
         .collect();
     assert_eq!(peers.len(), 3, "{peers:?}");
@@ -368,6 +385,4 @@ async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
         unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     assert_all_gone(&marks, killed, "SIGKILL of every peer").await;
-    let _ = up.kill();
-    let _ = up.wait();
 }

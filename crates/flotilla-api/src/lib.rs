@@ -12,6 +12,7 @@ pub mod path;
 pub mod pod;
 pub mod quantity;
 pub mod time;
+pub mod wellknown;
 pub mod workloads;
 
 pub use cluster::{ConfigMap, Node};

@@ -126,13 +126,6 @@ pub struct ObjectFieldSelector {
     pub field_path: String,
 }
 
-/// The annotation the store sets on every Pod it creates: the revision of
-/// the creation. A Pod that replaces another of the same name always holds
-/// a larger token, so a resource that refuses writes carrying a token
-/// smaller than one it has seen fences off an older instance that still
-/// runs (a paused machine thawing after its Pod was replaced elsewhere).
-pub const FENCING_TOKEN_ANNOTATION: &str = "flotilla.dev/fencing-token";
-
 /// What a `fieldRef` names, parsed: the Pod fields the Downward API exposes
 /// as environment variables.
 #[derive(Clone, Debug, PartialEq, Eq)]

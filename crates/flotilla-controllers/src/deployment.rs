@@ -18,10 +18,7 @@ use crate::common::{
 use crate::names::template_hash;
 use crate::{Action, ClusterView, Out, pods_by_controller};
 
-/// The label that ties a ReplicaSet and its Pods to one template.
-pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
-/// The rollout revision of a ReplicaSet (and of its Deployment).
-pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+use flotilla_api::wellknown::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
 
 /// What the controller knows about one owned ReplicaSet.
 struct RsState<'a> {

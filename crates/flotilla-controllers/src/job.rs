@@ -17,9 +17,7 @@ use crate::common::{
 use flotilla_api::time::{format_rfc3339, parse_rfc3339};
 use crate::{Action, ClusterView, Limits, Out, pods_by_controller};
 
-/// Labels every Job Pod carries, naming its Job (as Kubernetes does).
-pub const JOB_NAME_LABEL: &str = "job-name";
-pub const CONTROLLER_UID_LABEL: &str = "controller-uid";
+use flotilla_api::wellknown::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL};
 
 pub(crate) fn reconcile(view: &ClusterView, limits: &Limits, out: &mut Out) {
     let by_controller = pods_by_controller(view);

@@ -62,12 +62,9 @@ mod statefulset;
 #[cfg(test)]
 mod sim;
 
-pub use deployment::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
 pub use events::{EVENT_TTL_MS, MAX_EVENTS, expire_events};
-pub use job::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL};
 pub use names::{NAME_ALPHABET, pod_name_suffix, template_hash};
 pub use node::{NodeTiming, node_lifecycle};
-pub use statefulset::POD_NAME_LABEL;
 
 /// The committed state the controllers reconcile, as read at one revision.
 #[derive(Clone, Debug, Default, PartialEq)]

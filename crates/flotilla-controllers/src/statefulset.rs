@@ -19,8 +19,7 @@ use crate::common::{
 };
 use crate::{Action, ClusterView, Limits, Out};
 
-/// The label naming each Pod of a StatefulSet, for per-Pod selection.
-pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+use flotilla_api::wellknown::POD_NAME_LABEL;
 
 pub(crate) fn reconcile(view: &ClusterView, limits: &Limits, out: &mut Out) {
     for set in &view.stateful_sets {

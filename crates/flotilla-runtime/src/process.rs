@@ -1300,6 +1300,14 @@ impl PodRuntime for ProcessRuntime {
                     stderr: format!("{program}: {e}\n").into_bytes(),
                 });
             }
+            // The kernel refuses a fork into a pid namespace whose first
+            // process is ending: the container is being killed.
+            Err(e) if c.has_init && e.raw_os_error() == Some(libc::ENOMEM) => {
+                return Err(RuntimeError::Other(format!(
+                    "container {} is not running: it is being killed",
+                    container.0
+                )));
+            }
             Err(e) => {
                 return Err(RuntimeError::Other(format!(
                     "cannot exec in container {}: {e}",

@@ -766,14 +766,18 @@ async fn a_container_is_held_in_its_pid_namespace_and_killed_as_one() {
         .unwrap();
     // The program is the second process of its namespace: the first is
     // the init that holds it. It detaches a grandchild and ignores SIGTERM.
-    let script = "echo pid $$; trap '' TERM; (setsid sleep 1021 &); sleep 1022 & wait";
+    let script = "echo pid $$; grep SigBlk /proc/self/status; trap '' TERM; (setsid sleep 1021 &); sleep 1022 & wait";
     let id = rt
         .start_container(&pod, &sh("main", script), 0)
         .await
         .unwrap();
     let (detached, child) = (host_pid("sleep 1021"), host_pid("sleep 1022"));
     assert!(
-        logs(&rt, &id).await.starts_with("pid 2\n"),
+        // The init blocks every signal to wait for them; its program
+        // starts with none blocked.
+        logs(&rt, &id)
+            .await
+            .starts_with("pid 2\nSigBlk:\t0000000000000000\n"),
         "{}",
         logs(&rt, &id).await
     );

@@ -3,7 +3,7 @@
 use flotilla_api::cluster::{Node, Taint};
 use flotilla_api::pod::{NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Toleration};
 
-pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub use flotilla_api::wellknown::HOSTNAME_LABEL;
 
 /// A Node's label, where a Node without `kubernetes.io/hostname` has it
 /// equal to its name (every kubelet sets it; agents may not).

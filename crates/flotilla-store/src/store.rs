@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use flotilla_api::pod::FENCING_TOKEN_ANNOTATION;
+use flotilla_api::wellknown::FENCING_TOKEN_ANNOTATION;
 
 use crate::{Command, CommandResult, ObjectKey, Op, OpResult, Precondition, WriteError};
 

@@ -424,7 +424,7 @@ async fn revisions(client: &mut Client, kind: &str, name: &str, scope: &Scope) -
         }
         let revision = rs
             .pointer("/metadata/annotations")
-            .and_then(|a| a.get(flotilla_controllers::REVISION_ANNOTATION))
+            .and_then(|a| a.get(flotilla_api::wellknown::REVISION_ANNOTATION))
             .and_then(Value::as_str)
             .and_then(|r| r.parse().ok());
         if let Some(revision) = revision {
@@ -454,7 +454,7 @@ pub async fn rollout_undo(args: RolloutUndoArgs, scope: &Scope, server: &str) ->
     let (deployment, owned) = revisions(&mut client, &args.kind, &args.name, scope).await?;
     let current: u64 = deployment
         .pointer("/metadata/annotations")
-        .and_then(|a| a.get(flotilla_controllers::REVISION_ANNOTATION))
+        .and_then(|a| a.get(flotilla_api::wellknown::REVISION_ANNOTATION))
         .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .or_else(|| owned.last().map(|(r, _)| *r))
@@ -469,7 +469,7 @@ pub async fn rollout_undo(args: RolloutUndoArgs, scope: &Scope, server: &str) ->
     };
     let mut template = target.1["spec"]["template"].clone();
     if let Some(labels) = template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
-        labels.remove(flotilla_controllers::POD_TEMPLATE_HASH_LABEL);
+        labels.remove(flotilla_api::wellknown::POD_TEMPLATE_HASH_LABEL);
     }
     update(&mut client, key("Deployment", scope.namespace(), &args.name), |d| {
         d["spec"]["template"] = template.clone();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use flotilla_chaos::invariants::JobOutcome;
 use flotilla_chaos::report::ReplicaSample;
-use flotilla_api::pod::FENCING_TOKEN_ANNOTATION;
+use flotilla_api::wellknown::FENCING_TOKEN_ANNOTATION;
 use flotilla_client::api::ApplyRequest;
 use flotilla_client::{Client, key};
 use serde_json::{Value, json};

@@ -5,7 +5,9 @@ use flotilla_api::{Kind, Object};
 use super::{active_of, ready_of};
 use crate::common::{controller_uid, is_terminating};
 use crate::sim::*;
-use crate::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION, reconcile, template_hash};
+use flotilla_api::wellknown::{POD_TEMPLATE_HASH_LABEL, REVISION_ANNOTATION};
+
+use crate::{reconcile, template_hash};
 
 fn edit_deployment(sim: &mut Sim, name: &str, f: impl FnOnce(&mut Deployment)) {
     sim.edit(Kind::Deployment, name, |o| {

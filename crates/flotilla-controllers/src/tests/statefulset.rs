@@ -3,7 +3,9 @@ use flotilla_api::{Kind, Object};
 use super::{active_of, ready_of};
 use crate::common::is_terminating;
 use crate::sim::*;
-use crate::{POD_NAME_LABEL, reconcile};
+use flotilla_api::wellknown::POD_NAME_LABEL;
+
+use crate::reconcile;
 
 fn scale(sim: &mut Sim, replicas: i32) {
     sim.edit(Kind::StatefulSet, "db", |o| {
