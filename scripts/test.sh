@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Arrows that must never exist between the crates (docs/ARCHITECTURE.md).
+python3 scripts/arrows.py
 # The black-box tests start the `flotilla` binary, so it is built first.
 cargo build --workspace --all-targets
 if cargo nextest --version >/dev/null 2>&1; then

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_blackbox::{Cluster, Expect, Options, key};
+use flotilla_testkit::{Cluster, Expect, Options, key};
 use serde_json::{Value, json};
 
 use crate::plot::{Axis, Series, line_chart};
@@ -138,7 +138,7 @@ impl Conn {
     async fn write(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
         match self {
             Conn::Flotilla(c) => {
-                c.put(key("ConfigMap", "bench", name), flotilla_blackbox::config_map(value), Expect::Anything).await?;
+                c.put(key("ConfigMap", "bench", name), flotilla_testkit::config_map(value), Expect::Anything).await?;
             }
             Conn::Etcd(c) => {
                 c.put(pb::PutRequest { key: format!("bench/{name}").into_bytes(), value: value.as_bytes().to_vec() }).await?;
@@ -187,7 +187,7 @@ impl Figures {
 
 /// CPU seconds used so far by the processes `pids`, all together.
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|p| flotilla_blackbox::cpu_seconds_of(*p)).sum()
+    pids.iter().filter_map(|p| flotilla_testkit::cpu_seconds_of(*p)).sum()
 }
 
 /// One measured run, each client a connection of its own issuing one

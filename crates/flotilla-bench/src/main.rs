@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flotilla_blackbox::{Cluster, Expect, Options, key};
+use flotilla_testkit::{Cluster, Expect, Options, key};
 use serde_json::json;
 
 #[derive(Parser)]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flotilla_blackbox::{Client, Cluster, Options, key};
+use flotilla_testkit::{Client, Cluster, Options, key};
 use serde_json::{Value, json};
 
 use crate::{Runtime, ms, percentile};

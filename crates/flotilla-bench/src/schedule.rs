@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use flotilla_blackbox::{Cluster, Expect, Options, key};
+use flotilla_testkit::{Cluster, Expect, Options, key};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_blackbox::{Cluster, Options, apply, pods};
+use flotilla_testkit::{Cluster, Options, apply, pods};
 use serde_json::{Value, json};
 
 use crate::{median, ms};
@@ -119,7 +119,7 @@ async fn flotilla_run(cluster: &Cluster, replicas: usize, run: usize) -> anyhow:
         }
         tokio::time::sleep(POLL).await;
     };
-    let out = flotilla_blackbox::cli(&cluster.addr_of(1), &["delete", "deployment", &name], None);
+    let out = flotilla_testkit::cli(&cluster.addr_of(1), &["delete", "deployment", &name], None);
     anyhow::ensure!(out.status.success(), "deleting {name}: {}", String::from_utf8_lossy(&out.stderr));
     // Wait until its containers are gone, as for Swarm.
     let deadline = Instant::now() + RUN_LIMIT;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
-use flotilla_blackbox::docker_engine::{
+use flotilla_testkit::docker_engine::{
     HTTP_CLIENT, HTTP_SERVER, TOOLS_IMAGE, remove_containers_of, tools_image,
 };
 use flotilla_runtime::docker::{DockerOptions, DockerRuntime, LABEL_OWNER, LABEL_ROLE};
@@ -882,7 +882,7 @@ async fn capabilities_and_a_missing_engine() {
     };
     assert_eq!(s.rt.name(), "docker");
     // The black-box tests remove what their peers leave by this label.
-    assert_eq!(flotilla_blackbox::docker_engine::LABEL_OWNER, LABEL_OWNER);
+    assert_eq!(flotilla_testkit::docker_engine::LABEL_OWNER, LABEL_OWNER);
     assert!(s.rt.pause_image().starts_with("flotilla-pause:"));
     let caps = s.rt.capabilities();
     assert!(caps.network_isolation && caps.filesystem_isolation);
