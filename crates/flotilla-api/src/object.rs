@@ -365,3 +365,22 @@ mod tests {
         assert_eq!(Object::from_value(v).unwrap_err().to_string(), r#"apiVersion: "apps/v1" is not served for Job: use "batch/v1""#);
     }
 }
+
+/// The kinds as the store must know them (`flotilla_store::KindRules`):
+/// Pods are bound to nodes, and each new Pod gets a fencing token.
+#[derive(Debug)]
+pub struct ApiKinds;
+
+impl flotilla_store::KindRules for ApiKinds {
+    fn bound_to_nodes(&self, kind: &str) -> bool {
+        kind == Kind::Pod.name()
+    }
+
+    fn carries_fencing_token(&self, kind: &str) -> bool {
+        kind == Kind::Pod.name()
+    }
+
+    fn fencing_token_annotation(&self) -> &'static str {
+        crate::wellknown::FENCING_TOKEN_ANNOTATION
+    }
+}

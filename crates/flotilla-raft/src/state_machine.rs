@@ -146,7 +146,8 @@ impl StateMachine {
         let revision = crate::inspect::revision(backend.as_ref())?;
         let time_unix_ms: u64 = backend.get(Cf::Applied, KEY_TIME)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let objects = load_objects(backend.as_ref())?;
-        let mut store = ObjectStore::restore(StoreSnapshot { revision, time_unix_ms, objects }, history_limit);
+        let kinds = Arc::new(flotilla_api::object::ApiKinds);
+        let mut store = ObjectStore::restore(StoreSnapshot { revision, time_unix_ms, objects }, history_limit, kinds);
         store.set_admission(admission);
         let current_snapshot = match &snapshot_path {
             Some(path) if path.exists() => {
@@ -288,7 +289,7 @@ impl RaftStateMachine<crate::TypeConfig> for StateMachine {
             // Synced: Raft may purge its log up to the snapshot right after.
             self.shared.backend.write(batch, true)?;
             let admission = a.store.admission();
-            a.store = ObjectStore::restore(store_snapshot, history_limit);
+            a.store = ObjectStore::restore(store_snapshot, history_limit, a.store.kinds());
             a.store.set_admission(admission);
             a.last_applied = meta.last_log_id;
             a.membership = meta.last_membership.clone();

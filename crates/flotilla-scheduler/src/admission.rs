@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn a_stale_binding_that_would_oversubscribe_its_node_is_refused() {
-        let mut store = ObjectStore::default();
+        let mut store = ObjectStore::default().with_kinds(Arc::new(flotilla_api::object::ApiKinds));
         store.set_admission(Some(Arc::new(BindingAdmission)));
         let node = json!({"kind": "Node", "metadata": {"name": "n1"},
             "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"},

@@ -14,6 +14,6 @@ mod store;
 pub use command::{Command, CommandResult, Op, OpResult, Precondition, WriteError};
 pub use key::{KeyError, ObjectKey};
 pub use store::{
-    Admission, Event, EventType, ListResult, ObjectStore, ReadError, StoreSnapshot, StoredObject,
+    Admission, Event, EventType, KindRules, ListResult, ObjectStore, PlainObjects, ReadError, StoreSnapshot, StoredObject,
     DEFAULT_HISTORY_LIMIT, MAX_OBJECT_BYTES,
 };

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use flotilla_api::wellknown::FENCING_TOKEN_ANNOTATION;
-
 use crate::{Command, CommandResult, ObjectKey, Op, OpResult, Precondition, WriteError};
 
 /// Largest object the store accepts, as etcd does (1.5 MiB there): big
@@ -83,6 +81,40 @@ pub trait Admission: Send + Sync + std::fmt::Debug {
     fn admit(&self, store: &ObjectStore, key: &ObjectKey, prev: Option<&StoredObject>, next: &Value) -> Result<(), String>;
 }
 
+/// What the store must know of the kinds it otherwise holds as plain JSON,
+/// given by the API that defines them (`flotilla_api::object::ApiKinds`):
+/// the store names no kind itself. Pure and deterministic, as every peer
+/// applies the same commands with the same rules.
+pub trait KindRules: Send + Sync + std::fmt::Debug {
+    /// Whether objects of `kind` are bound to a node at `spec.nodeName`,
+    /// and so indexed by node for admission.
+    fn bound_to_nodes(&self, kind: &str) -> bool;
+    /// Whether objects of `kind` get a fencing token: the revision of their
+    /// creation, in [`KindRules::fencing_token_annotation`].
+    fn carries_fencing_token(&self, kind: &str) -> bool;
+    /// The annotation holding the fencing token, which only the store
+    /// writes: a client's value is dropped from every kind.
+    fn fencing_token_annotation(&self) -> &'static str;
+}
+
+/// No kind is bound or fenced: a store of plain objects.
+#[derive(Debug)]
+pub struct PlainObjects;
+
+impl KindRules for PlainObjects {
+    fn bound_to_nodes(&self, _: &str) -> bool {
+        false
+    }
+
+    fn carries_fencing_token(&self, _: &str) -> bool {
+        false
+    }
+
+    fn fencing_token_annotation(&self) -> &'static str {
+        ""
+    }
+}
+
 /// The object store. Deterministic: the same commands in the same order give
 /// the same objects, revisions and events on every peer.
 #[derive(Debug)]
@@ -101,6 +133,8 @@ pub struct ObjectStore {
     compacted: u64,
     /// What the layer above checks on apply (a Pod's binding fits its node).
     admission: Option<Arc<dyn Admission>>,
+    /// Which kinds are bound to nodes and fenced.
+    kinds: Arc<dyn KindRules>,
     /// Pods by the node they are bound to, so that checking a binding
     /// reads that node's Pods rather than every Pod of the cluster.
     pods_by_node: BTreeMap<String, BTreeSet<ObjectKey>>,
@@ -126,9 +160,21 @@ impl ObjectStore {
             history_limit,
             compacted: 0,
             admission: None,
+            kinds: Arc::new(PlainObjects),
             pods_by_node: BTreeMap::new(),
             node_of_pod: BTreeMap::new(),
         }
+    }
+
+    /// A store that knows `kinds`; made empty, before anything is stored.
+    pub fn with_kinds(mut self, kinds: Arc<dyn KindRules>) -> Self {
+        assert!(self.objects.is_empty(), "kind rules come before any object");
+        self.kinds = kinds;
+        self
+    }
+
+    pub fn kinds(&self) -> Arc<dyn KindRules> {
+        self.kinds.clone()
     }
 
     pub fn set_admission(&mut self, admission: Option<Arc<dyn Admission>>) {
@@ -141,14 +187,14 @@ impl ObjectStore {
 
     /// Rebuilds the store from persisted state. There is no history across a
     /// restore: watchers from before it re-list.
-    pub fn restore(snapshot: StoreSnapshot, history_limit: usize) -> Self {
-        let mut store = Self::new(history_limit);
+    pub fn restore(snapshot: StoreSnapshot, history_limit: usize, kinds: Arc<dyn KindRules>) -> Self {
+        let mut store = Self::new(history_limit).with_kinds(kinds);
         store.revision = snapshot.revision;
         store.time_unix_ms = snapshot.time_unix_ms;
         store.compacted = snapshot.revision;
         for (key, object) in snapshot.objects {
             assert!(object.mod_revision <= snapshot.revision, "object {key} is newer than the store");
-            if key.kind == "Pod" {
+            if store.kinds.bound_to_nodes(&key.kind) {
                 let value: Value = serde_json::from_str(&object.json).unwrap_or(Value::Null);
                 store.index_pod(&key, Some(&value));
             }
@@ -264,7 +310,7 @@ impl ObjectStore {
                 let Some(prev) = self.objects.remove(key) else {
                     return Err(WriteError::NotFound { key: key.clone() });
                 };
-                if key.kind == "Pod" {
+                if self.kinds.bound_to_nodes(&key.kind) {
                     self.index_pod(key, None);
                 }
                 let revision = self.next_revision();
@@ -287,7 +333,7 @@ impl ObjectStore {
                         .map_err(|reason| WriteError::Invalid { key: key.clone(), reason })?;
                 }
                 let revision = self.next_revision();
-                if key.kind == "Pod" {
+                if self.kinds.bound_to_nodes(&key.kind) {
                     self.index_pod(key, Some(&json));
                 }
                 let json = set_resource_version(json, revision);
@@ -366,8 +412,9 @@ impl ObjectStore {
                 let generation = if spec_changed { prev_generation + 1 } else { prev_generation };
                 let meta = root.get_mut("metadata").and_then(Value::as_object_mut).expect("metadata was inserted");
                 meta.insert("generation".into(), Value::from(generation));
-                let token = pm.get("annotations").and_then(|a| a.get(FENCING_TOKEN_ANNOTATION)).cloned();
-                set_fencing_token(meta, token).map_err(&invalid)?;
+                let annotation = self.kinds.fencing_token_annotation();
+                let token = pm.get("annotations").and_then(|a| a.get(annotation)).cloned();
+                set_fencing_token(meta, annotation, token).map_err(&invalid)?;
             }
             None => {
                 if uid.is_empty() {
@@ -378,8 +425,9 @@ impl ObjectStore {
                 meta.insert("generation".into(), Value::from(1u64));
                 // The revision this create will commit at: larger than any
                 // earlier Pod's of the same name.
-                let token = (key.kind == "Pod").then(|| Value::String((self.revision + 1).to_string()));
-                set_fencing_token(meta, token).map_err(&invalid)?;
+                let token =
+                    self.kinds.carries_fencing_token(&key.kind).then(|| Value::String((self.revision + 1).to_string()));
+                set_fencing_token(meta, self.kinds.fencing_token_annotation(), token).map_err(&invalid)?;
             }
         }
         Ok(value)
@@ -453,10 +501,13 @@ fn check_matches(meta: &Map<String, Value>, field: &str, want: &str) -> Result<(
 
 /// The fencing token is the store's to set, as the uid is: whatever a
 /// client sends is replaced by the token the Pod was created with.
-fn set_fencing_token(meta: &mut Map<String, Value>, token: Option<Value>) -> Result<(), String> {
+fn set_fencing_token(meta: &mut Map<String, Value>, annotation: &str, token: Option<Value>) -> Result<(), String> {
+    if annotation.is_empty() {
+        return Ok(());
+    }
     let Some(token) = token else {
         if let Some(Value::Object(annotations)) = meta.get_mut("annotations") {
-            annotations.remove(FENCING_TOKEN_ANNOTATION);
+            annotations.remove(annotation);
         }
         return Ok(());
     };
@@ -464,7 +515,7 @@ fn set_fencing_token(meta: &mut Map<String, Value>, token: Option<Value>) -> Res
     let Value::Object(annotations) = annotations else {
         return Err("metadata.annotations: must be an object".into());
     };
-    annotations.insert(FENCING_TOKEN_ANNOTATION.into(), token);
+    annotations.insert(annotation.into(), token);
     Ok(())
 }
 
@@ -494,6 +545,28 @@ pub(crate) fn rfc3339(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pods as the API defines them: bound to nodes and fenced.
+    #[derive(Debug)]
+    struct Pods;
+
+    impl KindRules for Pods {
+        fn bound_to_nodes(&self, kind: &str) -> bool {
+            kind == "Pod"
+        }
+
+        fn carries_fencing_token(&self, kind: &str) -> bool {
+            kind == "Pod"
+        }
+
+        fn fencing_token_annotation(&self) -> &'static str {
+            "flotilla.dev/fencing-token"
+        }
+    }
+
+    fn pod_store() -> ObjectStore {
+        ObjectStore::default().with_kinds(Arc::new(Pods))
+    }
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey::new("ConfigMap", "default", name)
@@ -532,7 +605,7 @@ mod tests {
             uid: "uid-db-0".into(),
         };
         let token = |r: &CommandResult| field(&r[0].as_ref().unwrap().object, "/metadata/annotations/flotilla.dev~1fencing-token");
-        let mut s = ObjectStore::default();
+        let mut s = pod_store();
         run(&mut s, vec![put("other", "1", Precondition::None)]);
         // A client cannot choose its token, on create or update.
         let created = run(&mut s, vec![pod(r#""flotilla.dev/fencing-token":"999""#)]);
@@ -680,7 +753,7 @@ mod tests {
         s.apply(&Command { time_unix_ms: 1_795_470_789_000, ops: vec![put("behind", "1", Precondition::None)] });
         assert_eq!(s.time_unix_ms(), 1_795_474_389_000);
         assert_eq!(created(&s, "behind"), created(&s, "ahead"));
-        let mut restored = ObjectStore::restore(s.snapshot(), 10);
+        let mut restored = ObjectStore::restore(s.snapshot(), 10, Arc::new(PlainObjects));
         assert_eq!(restored.time_unix_ms(), 1_795_474_389_000);
         restored.apply(&Command { time_unix_ms: 1_795_474_390_000, ops: vec![put("later", "1", Precondition::None)] });
         assert!(created(&restored, "later") > created(&restored, "ahead"));
@@ -749,7 +822,7 @@ mod tests {
         }
         run(&mut s, vec![Op::Delete { key: key("k3"), precondition: Precondition::None }]);
         let snap = s.snapshot();
-        let r = ObjectStore::restore(snap.clone(), 5);
+        let r = ObjectStore::restore(snap.clone(), 5, Arc::new(PlainObjects));
         assert_eq!(r.revision(), 11);
         assert_eq!(r.snapshot(), snap);
         assert_eq!(r.events_after(11, 10).unwrap().len(), 0);
@@ -765,7 +838,7 @@ mod tests {
             uid: format!("u-{name}"),
         };
         let on = |s: &ObjectStore, node: &str| s.pods_on_node(node).map(|(k, _)| k.name.clone()).collect::<Vec<_>>();
-        let mut s = ObjectStore::default();
+        let mut s = pod_store();
         run(&mut s, vec![pod("a", ""), pod("b", "n1"), pod("c", "n1"), pod("d", "n2")]);
         assert_eq!(on(&s, "n1"), ["b", "c"]);
         assert!(on(&s, "").is_empty(), "unbound Pods are not indexed");
@@ -774,7 +847,7 @@ mod tests {
         assert_eq!(on(&s, "n2"), ["a", "c", "d"]);
         run(&mut s, vec![Op::Delete { key: ObjectKey::new("Pod", "default", "a"), precondition: Precondition::None }]);
         assert_eq!(on(&s, "n2"), ["c", "d"]);
-        let r = ObjectStore::restore(s.snapshot(), 5);
+        let r = ObjectStore::restore(s.snapshot(), 5, Arc::new(Pods));
         assert_eq!(on(&r, "n1"), ["b"]);
         assert_eq!(on(&r, "n2"), ["c", "d"]);
         assert!(on(&r, "n3").is_empty());
