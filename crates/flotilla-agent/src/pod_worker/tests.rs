@@ -1,10 +1,12 @@
 //! The worker driven by a scripted, synchronous runtime: every answer is
 //! computed from the script and the simulated time, 100 ms per tick.
+//! Long because one scripted runtime drives every scenario of the worker,
+//! and the scenarios read best side by side.
 
 use flotilla_api::meta::ObjectMeta;
 use flotilla_api::pod::{
-    ConfigMapVolumeSource, ContainerPort, EnvVar, EnvVarSource, ExecAction, HttpGetAction, KeyToPath, PodSpec,
-    ObjectFieldSelector, TcpSocketAction, Volume,
+    ConfigMapVolumeSource, ContainerPort, EnvVar, EnvVarSource, ExecAction, HttpGetAction,
+    KeyToPath, ObjectFieldSelector, PodSpec, TcpSocketAction, Volume,
 };
 
 use super::*;
@@ -874,7 +876,9 @@ fn missing_config_map_waits_then_mounts() {
             ..Default::default()
         },
     ];
-    p.metadata.annotations.insert("flotilla.dev/fencing-token".into(), "42".into());
+    p.metadata
+        .annotations
+        .insert("flotilla.dev/fencing-token".into(), "42".into());
     let field_ref = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector {
             field_path: path.into(),
@@ -890,7 +894,9 @@ fn missing_config_map_waits_then_mounts() {
         EnvVar {
             name: "TOKEN".into(),
             value: String::new(),
-            value_from: Some(field_ref("metadata.annotations['flotilla.dev/fencing-token']")),
+            value_from: Some(field_ref(
+                "metadata.annotations['flotilla.dev/fencing-token']",
+            )),
         },
         EnvVar {
             name: "POD".into(),
