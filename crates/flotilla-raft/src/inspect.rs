@@ -7,30 +7,14 @@ use std::io;
 use flotilla_store::{ObjectKey, StoredObject};
 
 use crate::backend::{Backend, Cf};
-use crate::codec::decode;
-use crate::log_store::KEY_VOTE;
-use crate::state_machine::{KEY_LAST_APPLIED, KEY_REVISION, load_objects};
-use crate::{LogId, Vote};
+use crate::layout::{load_objects, log_key};
 
-pub fn vote(backend: &dyn Backend) -> io::Result<Option<Vote>> {
-    backend.get(Cf::Meta, KEY_VOTE)?.map(|b| decode(&b)).transpose()
-}
-
-/// The last entry the state machine applied: it and every entry before it
-/// are committed.
-pub fn last_applied(backend: &dyn Backend) -> io::Result<Option<LogId>> {
-    Ok(backend.get(Cf::Applied, KEY_LAST_APPLIED)?.map(|b| decode::<Option<LogId>>(&b)).transpose()?.flatten())
-}
-
-/// The store revision of the applied state.
-pub fn revision(backend: &dyn Backend) -> io::Result<u64> {
-    Ok(backend.get(Cf::Applied, KEY_REVISION)?.map(|b| decode(&b)).transpose()?.unwrap_or(0))
-}
+pub use crate::layout::{last_applied, revision, vote};
 
 /// The stored log entries with index in `[from, to)`, as (index, encoded
 /// entry): encodings are deterministic, so equal bytes mean equal entries.
 pub fn log_entries(backend: &dyn Backend, from: u64, to: u64) -> io::Result<Vec<(u64, Vec<u8>)>> {
-    let rows = backend.scan(Cf::Log, &from.to_be_bytes(), Some(&to.to_be_bytes()), usize::MAX)?;
+    let rows = backend.scan(Cf::Log, &log_key(from), Some(&log_key(to)), usize::MAX)?;
     Ok(rows
         .into_iter()
         .map(|(k, v)| (u64::from_be_bytes(k.as_slice().try_into().expect("log keys are 8 bytes")), v))

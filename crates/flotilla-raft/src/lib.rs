@@ -6,6 +6,7 @@ pub mod backend;
 pub mod codec;
 pub mod entropy;
 pub mod inspect;
+mod layout;
 pub mod log_store;
 pub mod network;
 pub mod runtime;

@@ -19,19 +19,14 @@ use openraft::{OptionalSend, RaftTypeConfig};
 
 use crate::backend::{Backend, Batch, Cf};
 use crate::codec::{decode, encode};
+use crate::layout::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, log_key};
 use crate::{Entry, IoMode, LogId, TypeConfig, Vote};
 
-pub(crate) const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// Appends waiting for a sync at most; beyond it `append` waits, which
 /// slows the leader down instead of letting memory grow.
 const MAX_PENDING_SYNCS: usize = 4096;
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -103,8 +98,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
-        let end_key = end.map(index_key);
-        let rows = self.backend.scan(Cf::Log, &index_key(start), end_key.as_ref().map(|k| &k[..]), usize::MAX)?;
+        let end_key = end.map(log_key);
+        let rows = self.backend.scan(Cf::Log, &log_key(start), end_key.as_ref().map(|k| &k[..]), usize::MAX)?;
         rows.iter().map(|(_, v)| decode::<Entry>(v)).collect()
     }
 
@@ -155,7 +150,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut b = Batch::default();
         for entry in entries {
-            b.put(Cf::Log, index_key(entry.log_id.index), encode(&entry));
+            b.put(Cf::Log, log_key(entry.log_id.index), encode(&entry));
         }
         self.backend.write(b, false)?;
         match &self.syncs {
@@ -178,8 +173,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |l| l.index + 1);
         let mut b = Batch::default();
-        b.delete_range(Cf::Log, index_key(from), index_key(u64::MAX));
-        b.delete(Cf::Log, index_key(u64::MAX));
+        b.delete_range(Cf::Log, log_key(from), log_key(u64::MAX));
+        b.delete(Cf::Log, log_key(u64::MAX));
         // Conflicting entries must not come back after a crash.
         self.backend.write(b, true)
     }
@@ -187,7 +182,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let mut b = Batch::default();
         b.put(Cf::Meta, KEY_LAST_PURGED, encode(&log_id));
-        b.delete_range(Cf::Log, index_key(0), index_key(log_id.index + 1));
+        b.delete_range(Cf::Log, log_key(0), log_key(log_id.index + 1));
         // Purged entries are covered by a snapshot; losing the purge in a
         // crash only keeps entries longer.
         self.backend.write(b, false)

@@ -12,7 +12,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use flotilla_store::{Admission, Event, ObjectKey, ObjectStore, StoreSnapshot, StoredObject};
+use flotilla_store::{Admission, Event, ObjectStore, StoreSnapshot};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -20,41 +20,12 @@ use tokio::sync::{broadcast, watch};
 
 use crate::backend::{Backend, Batch, Cf};
 use crate::codec::{decode, encode};
+use crate::layout::{KEY_LAST_APPLIED, KEY_MEMBERSHIP, KEY_REVISION, KEY_TIME, load_objects};
 use crate::{IoMode, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership};
-
-pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_MEMBERSHIP: &[u8] = b"membership";
-pub(crate) const KEY_REVISION: &[u8] = b"revision";
-const KEY_TIME: &[u8] = b"time";
 
 /// Batches of events buffered for watchers. A watcher that falls further
 /// behind catches up from the store's history instead.
 const EVENT_CHANNEL_BATCHES: usize = 1024;
-
-/// Objects read from the backend per scan when loading the applied state.
-const LOAD_SCAN_LIMIT: usize = 10_000;
-
-/// Every applied object in `backend`, read in bounded scans.
-pub(crate) fn load_objects(backend: &dyn Backend) -> io::Result<Vec<(ObjectKey, StoredObject)>> {
-    let mut objects = Vec::new();
-    let mut from = Vec::new();
-    loop {
-        let rows = backend.scan(Cf::Objects, &from, None, LOAD_SCAN_LIMIT)?;
-        let Some((last_key, _)) = rows.last() else { break };
-        from = last_key.clone();
-        from.push(0);
-        let full = rows.len() == LOAD_SCAN_LIMIT;
-        for (k, v) in rows {
-            let key =
-                ObjectKey::decode(&k).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "undecodable object key"))?;
-            objects.push((key, decode::<StoredObject>(&v)?));
-        }
-        if !full {
-            break;
-        }
-    }
-    Ok(objects)
-}
 
 /// What watchers receive after each applied batch.
 #[derive(Clone, Debug)]
@@ -140,10 +111,10 @@ impl StateMachine {
         admission: Option<Arc<dyn Admission>>,
         io: &IoMode,
     ) -> io::Result<Self> {
-        let last_applied = crate::inspect::last_applied(backend.as_ref())?;
+        let last_applied = crate::layout::last_applied(backend.as_ref())?;
         let membership: StoredMembership =
             backend.get(Cf::Applied, KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
-        let revision = crate::inspect::revision(backend.as_ref())?;
+        let revision = crate::layout::revision(backend.as_ref())?;
         let time_unix_ms: u64 = backend.get(Cf::Applied, KEY_TIME)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
         let objects = load_objects(backend.as_ref())?;
         let kinds = Arc::new(flotilla_api::object::ApiKinds);
