@@ -68,12 +68,14 @@ use bollard::query_parameters::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use text::{newest, split_reference, tail, unix_ms_of};
+use text::{split_reference, unix_ms_of};
 
+use crate::logs::{self, push_capped};
+use crate::spec::{self, Hostnames, check_name, start_error, valid_name};
 use crate::{
     Capabilities, ContainerId, ContainerInfo, ContainerSpec, ContainerState,
     DEFAULT_LOG_LIMIT_BYTES, ExecOutput, ExitStatus, NetworkCheck, PodRuntime, RuntimeError,
-    SandboxId, SandboxInfo, SandboxSpec, VolumeSource,
+    SandboxId, SandboxInfo, SandboxSpec, VolumeSource, blocking, volumes,
 };
 
 /// The repository of the pause image; its tag is the program's hash.
@@ -101,10 +103,6 @@ const ROLE_CONTAINER: &str = "container";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Directories of a PATH searched at most for a container's program.
 const MAX_PATH_DIRS: usize = 32;
-/// Longest owner, pod uid, container or volume name.
-const MAX_NAME_BYTES: usize = 128;
-/// The kernel's HOST_NAME_MAX.
-const MAX_HOSTNAME_BYTES: usize = 64;
 /// How long one engine call may take (bollard's own default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the engine may take to answer at all when the runtime starts.
@@ -122,10 +120,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// `POLL`, until this long after it finished, before it is reported as
 /// not OOM-killed.
 const OOM_SETTLE_MS: u64 = 1_000;
-/// Bytes of an exec's stdout and of its stderr kept at most.
-const MAX_EXEC_OUTPUT_BYTES: usize = 1 << 20;
-/// Bytes `read_logs_from` returns at most per call.
-const MAX_LOG_READ_BYTES: usize = 1 << 20;
 
 /// How the docker runtime reaches the engine and keeps its Pods.
 #[derive(Clone, Debug)]
@@ -212,33 +206,6 @@ fn status_of(e: &bollard::errors::Error) -> Option<u16> {
 
 fn not_found(e: &bollard::errors::Error) -> bool {
     status_of(e) == Some(404)
-}
-
-fn start_error(container: &str, message: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Start {
-        container: container.to_owned(),
-        message: message.to_string(),
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(other(format!(
-            "{what} {name:?} must be 1 to {MAX_NAME_BYTES} letters, digits, '-', '_' or '.'"
-        )))
-    }
 }
 
 /// Container ids are taken whole: the engine would also resolve a name or
@@ -385,14 +352,6 @@ fn summary_running(c: &ContainerSummary) -> bool {
                 | ContainerSummaryStateEnum::PAUSED
         )
     )
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
 }
 
 impl DockerRuntime {
@@ -925,7 +884,7 @@ impl DockerRuntime {
                 true => RuntimeError::NoContainer(id.clone()),
                 false => docker_error(&format!("cannot read the log of {}", id.0), e),
             })?;
-        Ok(newest(&data, cap).to_vec())
+        Ok(logs::newest(&data, cap).to_vec())
     }
 
     /// Kills what an exec that timed out still runs. The engine cannot
@@ -978,52 +937,6 @@ async fn ensure_pause_image(docker: &Docker, arch: &str) -> Result<String, Runti
     Ok(image)
 }
 
-/// Writes a sandbox's volumes: emptyDir directories, and files once.
-fn make_volumes(dir: &Path, spec: &SandboxSpec) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let volumes = dir.join("volumes");
-    std::fs::create_dir_all(&volumes)?;
-    for volume in &spec.volumes {
-        let path = volumes.join(&volume.name);
-        match &volume.source {
-            VolumeSource::EmptyDir => {
-                if !path.exists() {
-                    std::fs::create_dir(&path)?;
-                    // Containers may run as any user.
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
-                }
-            }
-            VolumeSource::Files { files } => {
-                if path.exists() {
-                    continue;
-                }
-                let tmp = volumes.join(format!(".{}.tmp", volume.name));
-                if tmp.exists() {
-                    std::fs::remove_dir_all(&tmp)?;
-                }
-                crate::write_files_volume(&volume.name, files, &tmp, &path)?;
-            }
-            VolumeSource::HostPath { .. } => {}
-        }
-    }
-    Ok(())
-}
-
-fn check_hostname(hostname: &str) -> Result<(), RuntimeError> {
-    let valid = !hostname.is_empty()
-        && hostname.len() <= MAX_HOSTNAME_BYTES
-        && hostname
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if valid {
-        Ok(())
-    } else {
-        Err(other(format!(
-            "hostname {hostname:?} must be 1 to {MAX_HOSTNAME_BYTES} letters, digits, '-' or '.'"
-        )))
-    }
-}
-
 /// What a pause container is made with and cannot change: a sandbox asked
 /// for with other values needs a new one.
 fn network_label(spec: &SandboxSpec) -> String {
@@ -1059,11 +972,6 @@ fn state_of(container: &ContainerInspectResponse) -> ContainerState {
             .map_or(0, unix_ms_of)
             .max(started_at_unix_ms),
     })
-}
-
-fn push_capped(out: &mut Vec<u8>, bytes: &[u8]) {
-    let room = MAX_EXEC_OUTPUT_BYTES.saturating_sub(out.len());
-    out.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
 /// Kills `root` and every process descended from it that belongs to
@@ -1119,16 +1027,12 @@ impl PodRuntime for DockerRuntime {
     }
 
     async fn create_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxId, RuntimeError> {
-        check_name("pod uid", &spec.pod_uid)?;
-        for volume in &spec.volumes {
-            check_name("volume name", &volume.name)?;
-        }
-        check_hostname(&spec.hostname)?;
+        spec::check_sandbox(spec, Hostnames::Dns)?;
         let uid = spec.pod_uid.clone();
         let pod = self.pods().entry(uid.clone()).or_default().clone();
         let mut made = pod.lock().await;
         let (dir, volumes) = (self.pod_dir(&uid), spec.clone());
-        blocking(move || make_volumes(&dir, &volumes)).await?;
+        blocking(move || volumes::make(&dir, &volumes)).await?;
         let network = network_label(spec);
         let mut kept = false;
         for pause in self
@@ -1473,10 +1377,7 @@ impl PodRuntime for DockerRuntime {
         } else {
             self.logs_of(container).await?
         };
-        Ok(match tail_lines {
-            Some(lines) => tail(&data, lines).to_vec(),
-            None => data,
-        })
+        Ok(logs::tail_of(data, tail_lines))
     }
 
     async fn read_logs_from(
@@ -1486,13 +1387,7 @@ impl PodRuntime for DockerRuntime {
     ) -> Result<(Vec<u8>, u64), RuntimeError> {
         self.inspect_owned(container).await?;
         let data = self.logs_of(container).await?;
-        // The log shrank (its older file was dropped): start over.
-        let start = usize::try_from(offset)
-            .ok()
-            .filter(|o| *o <= data.len())
-            .unwrap_or(0);
-        let end = data.len().min(start + MAX_LOG_READ_BYTES);
-        Ok((data[start..end].to_vec(), end as u64))
+        Ok(logs::after(&data, offset))
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError> {

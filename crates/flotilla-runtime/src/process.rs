@@ -72,10 +72,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::spec::{self, Hostnames, check_name, start_error, valid_name};
 use crate::{
     Capabilities, ContainerId, ContainerInfo, ContainerSpec, ContainerState,
     DEFAULT_LOG_LIMIT_BYTES, ExecOutput, ExitStatus, NetworkCheck, PodRuntime, RuntimeError,
-    SandboxId, SandboxInfo, SandboxSpec, VolumeSource,
+    SandboxId, SandboxInfo, SandboxSpec, VolumeSource, blocking, volumes,
 };
 use cgroup::{Cgroups, Group};
 use spawn::{PidNamespace, parent_pid, probe_namespaces, spawn_child};
@@ -84,10 +85,6 @@ use sys::ChildSetup;
 /// Where a container looks for programs unless its env says otherwise.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HOLDER_PROGRAMS: &[&str] = &["/usr/bin/sleep", "/bin/sleep"];
-/// Longest name (pod uid, container, volume) used as a path component.
-const MAX_NAME_BYTES: usize = 128;
-/// The kernel's HOST_NAME_MAX.
-const MAX_HOSTNAME_BYTES: usize = 64;
 /// How long a killed container may take to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// How long output still in the pipe may take to reach the log once the
@@ -95,8 +92,6 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 const LOG_DRAIN: Duration = Duration::from_secs(2);
 /// Polls (20 ms apart) for a dead container's process group to vanish.
 const GROUP_GONE_POLLS: usize = 100;
-/// Bytes of an exec's stdout and of its stderr kept at most.
-const MAX_EXEC_OUTPUT_BYTES: usize = 1 << 20;
 /// Concurrent connections per host port at most.
 const MAX_PROXY_CONNECTIONS: usize = 256;
 
@@ -260,26 +255,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), RuntimeError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(RuntimeError::Other(format!(
-            "{what} {name:?} must be 1 to {MAX_NAME_BYTES} letters, digits, '-', '_' or '.'"
-        )))
-    }
-}
-
 fn container_id(uid: &str, name: &str, attempt: u32) -> ContainerId {
     ContainerId(format!("{uid}/{name}/{attempt}"))
 }
@@ -288,21 +263,6 @@ fn parse_container_id(id: &ContainerId) -> Option<(&str, &str, u32)> {
     let mut parts = id.0.splitn(3, '/');
     let (uid, name, attempt) = (parts.next()?, parts.next()?, parts.next()?.parse().ok()?);
     (valid_name(uid) && valid_name(name)).then_some((uid, name, attempt))
-}
-
-fn start_error(container: &str, message: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Start {
-        container: container.to_owned(),
-        message: message.to_string(),
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
 }
 
 impl ProcessRuntime {
@@ -532,33 +492,6 @@ impl Sandbox {
     }
 }
 
-/// Writes a sandbox's volumes: emptyDir directories, and files once.
-fn make_volumes(dir: &Path, spec: &SandboxSpec) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for volume in &spec.volumes {
-        let path = dir.join("volumes").join(&volume.name);
-        match &volume.source {
-            VolumeSource::EmptyDir => {
-                if !path.exists() {
-                    std::fs::create_dir_all(&path)?;
-                    // Any user of the Pod may write an emptyDir.
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
-                }
-            }
-            VolumeSource::Files { files } => {
-                if path.exists() {
-                    continue;
-                }
-                let tmp = dir.join("volumes").join(format!(".{}.tmp", volume.name));
-                sys::remove_tree(&tmp)?;
-                crate::write_files_volume(&volume.name, files, &tmp, &path)?;
-            }
-            VolumeSource::HostPath { .. } => {}
-        }
-    }
-    Ok(())
-}
-
 fn container_env(spec: &ContainerSpec, hostname: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("PATH", DEFAULT_PATH),
@@ -660,8 +593,7 @@ async fn read_capped(reader: Option<impl AsyncRead + Unpin>) -> io::Result<Vec<u
         }
         // Past the cap the output is read and dropped, so the command never
         // blocks on a full pipe.
-        let room = MAX_EXEC_OUTPUT_BYTES.saturating_sub(out.len());
-        out.extend_from_slice(&buf[..n.min(room)]);
+        crate::logs::push_capped(&mut out, &buf[..n]);
     }
 }
 
@@ -815,19 +747,7 @@ impl PodRuntime for ProcessRuntime {
     }
 
     async fn create_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxId, RuntimeError> {
-        check_name("pod uid", &spec.pod_uid)?;
-        for volume in &spec.volumes {
-            check_name("volume name", &volume.name)?;
-        }
-        if spec.hostname.is_empty()
-            || spec.hostname.len() > MAX_HOSTNAME_BYTES
-            || spec.hostname.contains('\0')
-        {
-            return Err(RuntimeError::Other(format!(
-                "hostname {:?} must be 1 to {MAX_HOSTNAME_BYTES} bytes",
-                spec.hostname
-            )));
-        }
+        spec::check_sandbox(spec, Hostnames::Kernel)?;
         let id = SandboxId(spec.pod_uid.clone());
         // A sandbox being removed is out of the map once its lock is free.
         let (sandbox, _ops) = loop {
@@ -865,7 +785,7 @@ impl PodRuntime for ProcessRuntime {
             for sub in ["volumes", "logs", "rootfs", "containers"] {
                 std::fs::create_dir_all(dir.join(sub))?;
             }
-            make_volumes(&dir, &volume_spec)
+            volumes::make(&dir, &volume_spec)
         })
         .await?;
         let old_holder = sandbox.state().holder.take();
@@ -1373,10 +1293,7 @@ impl PodRuntime for ProcessRuntime {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e.into()),
         };
-        Ok(match tail_lines {
-            Some(lines) => logs::tail(&data, lines).to_vec(),
-            None => data,
-        })
+        Ok(crate::logs::tail_of(data, tail_lines))
     }
 
     async fn read_logs_from(
@@ -1392,11 +1309,10 @@ impl PodRuntime for ProcessRuntime {
             Err(e) => return Err(e.into()),
         };
         let len = file.metadata().await?.len();
-        // The log shrank (its older half was dropped): start over.
-        let offset = if offset > len { 0 } else { offset };
+        let offset = crate::logs::resume_at(offset, len);
         file.seek(io::SeekFrom::Start(offset)).await?;
         let mut data = Vec::new();
-        file.take(logs::MAX_READ_BYTES)
+        file.take(crate::logs::MAX_READ_BYTES)
             .read_to_end(&mut data)
             .await?;
         let next = offset + data.len() as u64;
