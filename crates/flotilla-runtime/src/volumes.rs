@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::{SandboxSpec, VolumeSource};
+use crate::spec::start_error;
+use crate::{MountSpec, RuntimeError, SandboxSpec, VolumeSource};
 
 /// Writes a sandbox's volumes under `dir`: emptyDir directories, and files
 /// once.
@@ -39,6 +40,34 @@ pub(crate) fn make(dir: &Path, spec: &SandboxSpec) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where on the host the volume `mount` names lives: a host path as it
+/// is, any other under `<dir>/volumes/`. Starting `container` fails when
+/// the Pod has no such volume.
+pub(crate) fn mount_source(
+    dir: &Path,
+    sandbox: &SandboxSpec,
+    container: &str,
+    mount: &MountSpec,
+) -> Result<PathBuf, RuntimeError> {
+    let volume = sandbox
+        .volumes
+        .iter()
+        .find(|v| v.name == mount.volume)
+        .ok_or_else(|| {
+            start_error(
+                container,
+                format!(
+                    "mount names volume {:?} that the Pod does not have",
+                    mount.volume
+                ),
+            )
+        })?;
+    Ok(match &volume.source {
+        VolumeSource::HostPath { path } => path.clone(),
+        _ => dir.join("volumes").join(&volume.name),
+    })
 }
 
 /// Writes a files volume (a configMap's) into the empty directory `tmp`,

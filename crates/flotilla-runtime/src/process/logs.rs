@@ -1,11 +1,16 @@
 //! Container output: copied from a pipe into one file per attempt, bounded
-//! by dropping the older half whenever it would outgrow its limit.
+//! by dropping the older half whenever it would outgrow its limit, and
+//! read back for `logs`.
 
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::ProcessRuntime;
+use super::records::parse_container_id;
+use crate::{ContainerId, RuntimeError};
 
 /// Bytes read from a container's pipe at a time.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -70,6 +75,71 @@ pub(crate) async fn copy(pipe: OwnedFd, path: PathBuf, limit_bytes: u64) -> io::
         file.set_len(0).await?;
         file.write_all(kept).await?;
         size = kept.len() as u64;
+    }
+}
+
+impl ProcessRuntime {
+    pub(super) fn log_dir(&self, uid: &str, name: &str) -> PathBuf {
+        self.inner.state_dir.join(uid).join("logs").join(name)
+    }
+
+    /// The log file of `id` (or of the attempt before it).
+    fn log_path(&self, id: &ContainerId, previous: bool) -> Result<PathBuf, RuntimeError> {
+        let (uid, name, attempt) =
+            parse_container_id(id).ok_or_else(|| RuntimeError::NoContainer(id.clone()))?;
+        if !self.inner.sandboxes().contains_key(uid) {
+            return Err(RuntimeError::NoContainer(id.clone()));
+        }
+        let dir = self.log_dir(uid, name);
+        let attempt = if previous {
+            attempts(&dir)
+                .into_iter()
+                .rfind(|a| *a < attempt)
+                .ok_or_else(|| {
+                    RuntimeError::Other(format!("container {} has no previous attempt's log", id.0))
+                })?
+        } else {
+            attempt
+        };
+        Ok(attempt_path(&dir, attempt))
+    }
+
+    pub(super) async fn read_log(
+        &self,
+        container: &ContainerId,
+        previous: bool,
+        tail_lines: Option<usize>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let path = self.log_path(container, previous)?;
+        let data = match tokio::fs::read(&path).await {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(crate::logs::tail_of(data, tail_lines))
+    }
+
+    pub(super) async fn read_log_from(
+        &self,
+        container: &ContainerId,
+        offset: u64,
+    ) -> Result<(Vec<u8>, u64), RuntimeError> {
+        use tokio::io::AsyncSeekExt;
+        let path = self.log_path(container, false)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata().await?.len();
+        let offset = crate::logs::resume_at(offset, len);
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        let mut data = Vec::new();
+        file.take(crate::logs::MAX_READ_BYTES)
+            .read_to_end(&mut data)
+            .await?;
+        let next = offset + data.len() as u64;
+        Ok((data, next))
     }
 }
 
