@@ -294,6 +294,7 @@ impl PodRuntime for FakeRuntime {
             filesystem_isolation: true,
             memory_limits: true,
             cpu_limits: true,
+            runs_programs: false,
             limitations: Vec::new(),
         }
     }

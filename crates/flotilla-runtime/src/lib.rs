@@ -126,6 +126,10 @@ pub struct Capabilities {
     pub filesystem_isolation: bool,
     pub memory_limits: bool,
     pub cpu_limits: bool,
+    /// Containers run programs: their output, their exits, the files they
+    /// write and the ports they listen on are the programs' own. False
+    /// for the fake, whose containers follow a script.
+    pub runs_programs: bool,
     /// One sentence per thing it cannot do, and why.
     pub limitations: Vec<String>,
 }

@@ -299,6 +299,7 @@ impl DockerRuntime {
                 filesystem_isolation: true,
                 memory_limits,
                 cpu_limits,
+                runs_programs: true,
                 limitations,
             },
             pods: Mutex::new(HashMap::new()),

@@ -248,6 +248,7 @@ impl ProcessRuntime {
             filesystem_isolation: isolated,
             memory_limits: cgroups.is_some(),
             cpu_limits: cgroups.is_some(),
+            runs_programs: true,
             limitations,
         };
         let inner = Inner {
