@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
@@ -15,15 +15,13 @@ use flotilla_blackbox::docker_engine::{
 };
 use flotilla_runtime::docker::{DockerOptions, DockerRuntime, LABEL_OWNER, LABEL_ROLE};
 use flotilla_runtime::{
-    ContainerSpec, ContainerState, PodRuntime, RuntimeError, SandboxId, VolumeSource,
+    ContainerSpec, ContainerState, ExecOutput, PodRuntime, RuntimeError, SandboxId, VolumeSource,
 };
 
 mod behaviour;
 mod common;
 use behaviour::{Act, Commands, Subject};
 use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_log};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 async fn engine() -> Option<Docker> {
     let docker = match Docker::connect_with_local_defaults() {
@@ -142,13 +140,28 @@ impl Subject for Setup {
         behaviour::program(TOOLS_IMAGE, name, act, &COMMANDS)
     }
 
+    /// The engine says so in the output.
+    fn check_exec_of_a_missing_program(&self, out: &ExecOutput) {
+        let said = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        assert!(
+            out.exit_code != 0 && String::from_utf8_lossy(&said).contains("not found"),
+            "{}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&said)
+        );
+    }
+
     /// The engine's clock is the host's; allow for its rounding.
     fn clock_slack_ms(&self) -> u64 {
         1_000
     }
 }
 
-behaviour::suite!(setup);
+async fn subject(test: &str) -> Option<Setup> {
+    setup_with(test, |o| o.log_limit_bytes = behaviour::LOG_LIMIT_BYTES).await
+}
+
+behaviour::suite!(subject);
 
 /// The ids of an owner's containers with `role`, as the engine lists them.
 async fn containers_of(docker: &Docker, owner: &str, role: &str) -> Vec<String> {
@@ -178,10 +191,6 @@ fn container(name: &str, command: &[&str]) -> ContainerSpec {
 
 fn sh(name: &str, script: &str) -> ContainerSpec {
     container(name, &["/bin/sh", "-c", script])
-}
-
-fn cmd(script: &str) -> Vec<String> {
-    vec!["/bin/sh".into(), "-c".into(), script.into()]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,140 +364,6 @@ async fn restarts_keep_the_empty_dir_and_the_previous_log() {
         Err(RuntimeError::Start { .. })
     ));
     rt.stop_container(&running, Duration::ZERO).await.unwrap();
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_take_both_streams_and_are_bounded() {
-    let Some(s) = setup_with("logs", |o| o.log_limit_bytes = 4096).await else {
-        return;
-    };
-    let rt = &s.rt;
-    let pod = rt
-        .create_sandbox(&sandbox("logs-1", Vec::new()))
-        .await
-        .unwrap();
-    // Both streams reach the log, through pipes of their own: their lines
-    // keep their order within a stream only.
-    let both = rt
-        .start_container(&pod, &sh("both", "echo out; echo err >&2"), 0)
-        .await
-        .unwrap();
-    wait_exit(rt, &both).await;
-    let mut lines: Vec<String> = logs(rt, &both).await.lines().map(str::to_owned).collect();
-    lines.sort();
-    assert_eq!(lines, ["err", "out"]);
-
-    let chatty = rt
-        .start_container(
-            &pod,
-            &sh(
-                "chatty",
-                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
-            ),
-            0,
-        )
-        .await
-        .unwrap();
-    wait_exit(rt, &chatty).await;
-    let text = logs(rt, &chatty).await;
-    assert!(text.len() <= 4096, "{} bytes kept", text.len());
-    assert!(text.ends_with("line-1999\n"), "{text}");
-    assert!(text.starts_with("line-"), "{text}");
-    assert_eq!(
-        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
-        b"line-1999\n"
-    );
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_runs_inside_the_container() {
-    let Some(s) = setup("exec").await else {
-        return;
-    };
-    let rt = &s.rt;
-    let pod = rt
-        .create_sandbox(&sandbox(
-            "exec-1",
-            vec![volume("data", VolumeSource::EmptyDir)],
-        ))
-        .await
-        .unwrap();
-    let mut spec = sh(
-        "main",
-        "echo inside > /work/marker; echo ready; exec sleep 1000",
-    );
-    spec.env = vec![("FOO".into(), "bar".into())];
-    spec.working_dir = Some("/work".into());
-    spec.mounts = vec![mount("data", "/work", false)];
-    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
-    wait_log(rt, &id, "ready").await;
-
-    let out = rt
-        .exec(
-            &id,
-            &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (out.exit_code, String::from_utf8_lossy(&out.stdout).as_ref()),
-        (0, "bar /work pod-exec-1 inside\n")
-    );
-    let out = rt
-        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(
-        (out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()),
-        (7, b"".as_slice(), b"err\n".as_slice())
-    );
-    let out = rt
-        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
-        .await
-        .unwrap();
-    let said = [out.stdout, out.stderr].concat();
-    assert!(
-        out.exit_code != 0 && String::from_utf8_lossy(&said).contains("not found"),
-        "{}: {}",
-        out.exit_code,
-        String::from_utf8_lossy(&said)
-    );
-
-    let started = Instant::now();
-    assert!(
-        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(500))
-            .await
-            .is_err()
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-    // The timed-out command was killed, with what it forked.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = rt
-            .exec(
-                &id,
-                &cmd("for p in /proc/[0-9]*; do cat $p/cmdline; echo; done"),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        if !out.stdout.windows(9).any(|w| w == b"sleep\x0030\x00") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the exec's sleep still runs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    rt.stop_container(&id, Duration::ZERO).await.unwrap();
-    assert!(
-        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
-            .await
-            .is_err(),
-        "no exec in an exited container"
-    );
     rt.remove_sandbox(&pod).await.unwrap();
 }
 

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
-use flotilla_runtime::{ContainerSpec, ContainerState, PodRuntime, RuntimeError, VolumeSource};
+use flotilla_runtime::{
+    ContainerSpec, ContainerState, ExecOutput, PodRuntime, RuntimeError, VolumeSource,
+};
 
 mod behaviour;
 mod common;
@@ -85,14 +87,21 @@ impl Subject for Process {
     fn container(&self, name: &str, act: Act<'_>) -> ContainerSpec {
         behaviour::program("busybox", name, act, &COMMANDS)
     }
+
+    /// As a shell reports a command it cannot find.
+    fn check_exec_of_a_missing_program(&self, out: &ExecOutput) {
+        assert_eq!(out.exit_code, 127, "{out:?}");
+    }
 }
 
 async fn subject(_test: &str) -> Option<Process> {
     let dir = tempfile::tempdir().unwrap();
-    Some(Process {
-        rt: runtime(dir.path()),
-        _dir: dir,
-    })
+    let options = ProcessOptions {
+        log_limit_bytes: behaviour::LOG_LIMIT_BYTES,
+        ..ProcessOptions::default()
+    };
+    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
+    Some(Process { rt, _dir: dir })
 }
 
 behaviour::suite!(subject);
@@ -193,13 +202,9 @@ async fn hostname_env_args_and_working_dir_are_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_keep_tail_previous_and_a_bound() {
+async fn logs_keep_both_streams_in_order_and_the_previous_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ProcessOptions {
-        log_limit_bytes: 4096,
-        ..ProcessOptions::default()
-    };
-    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
+    let rt = runtime(dir.path());
     let pod = rt
         .create_sandbox(&sandbox("logs-1", Vec::new()))
         .await
@@ -239,100 +244,6 @@ async fn logs_keep_tail_previous_and_a_bound() {
         (Vec::new(), 7)
     );
 
-    let chatty = rt
-        .start_container(
-            &pod,
-            &sh(
-                "chatty",
-                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
-            ),
-            0,
-        )
-        .await
-        .unwrap();
-    wait_exit(&rt, &chatty).await;
-    let text = logs(&rt, &chatty).await;
-    assert!(text.len() <= 4096, "{} bytes kept", text.len());
-    assert!(text.ends_with("line-1999\n"));
-    assert_eq!(
-        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
-        b"line-1999\n"
-    );
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_runs_inside_the_container() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(rt) = isolated_runtime(dir.path()) else {
-        return;
-    };
-    let pod = rt
-        .create_sandbox(&sandbox(
-            "exec-1",
-            vec![volume("data", VolumeSource::EmptyDir)],
-        ))
-        .await
-        .unwrap();
-    let mut spec = sh(
-        "main",
-        "echo inside > /flotilla-exec/marker; exec sleep 1000",
-    );
-    spec.env = vec![("FOO".into(), "bar".into())];
-    spec.working_dir = Some("/flotilla-exec".into());
-    spec.mounts = vec![mount("data", "/flotilla-exec", false)];
-    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
-    let cmd = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
-
-    let deadline = Instant::now() + WAIT;
-    let out = loop {
-        let out = rt
-            .exec(
-                &id,
-                &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        if out.exit_code == 0 || Instant::now() > deadline {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "bar /flotilla-exec pod-exec-1 inside\n"
-    );
-
-    let out = rt
-        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(
-        (out.exit_code, out.stderr.as_slice()),
-        (7, b"err\n".as_slice())
-    );
-    let out = rt
-        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(out.exit_code, 127);
-
-    let started = Instant::now();
-    assert!(
-        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(300))
-            .await
-            .is_err()
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-
-    rt.stop_container(&id, Duration::ZERO).await.unwrap();
-    assert!(
-        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
-            .await
-            .is_err(),
-        "no exec in an exited container"
-    );
     rt.remove_sandbox(&pod).await.unwrap();
 }
 

@@ -12,13 +12,20 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::{
-    ContainerId, ContainerSpec, ContainerState, ExitStatus, NetworkCheck, PodRuntime, RuntimeError,
-    SandboxId, VolumeSource,
+    ContainerId, ContainerSpec, ContainerState, ExecOutput, ExitStatus, NetworkCheck, PodRuntime,
+    RuntimeError, SandboxId, VolumeSource,
 };
 
 use crate::common::{
     container_of, logs, mount, sandbox, volume, wait_exit, wait_listening, wait_log,
 };
+
+/// Longest a test waits for something to change.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Bytes of each attempt's log a runtime under the suite keeps at most:
+/// small, so that a test sees the bound at work.
+pub const LOG_LIMIT_BYTES: u64 = 4096;
 
 /// What a container of the suite does.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +61,12 @@ pub trait Subject: Sync {
     /// Docker engine rounds them.
     fn clock_slack_ms(&self) -> u64 {
         0
+    }
+
+    /// Checks what an exec of a program that does not exist answered: at
+    /// least that it failed; a runtime says more of its own.
+    fn check_exec_of_a_missing_program(&self, out: &ExecOutput) {
+        assert_ne!(out.exit_code, 0, "{out:?}");
     }
 }
 
@@ -113,6 +126,8 @@ macro_rules! suite {
             memory_limit_kills_a_hog_and_reports_it,
             containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide,
             host_ports_reach_the_pod,
+            logs_take_both_streams_and_are_bounded,
+            exec_runs_inside_the_container,
         );
     };
     (@tests $make:path; $($test:ident,)*) => {
@@ -143,17 +158,18 @@ fn runs_programs(subject: &impl Subject, test: &str) -> bool {
     runs
 }
 
-/// Whether the runtime runs programs in a network of each Pod's own; if
-/// not, says the test skips.
-fn isolates_networks(subject: &impl Subject, test: &str) -> bool {
+/// Whether the runtime runs programs each in the network, hostname and
+/// filesystem of its Pod; if not, says the test skips.
+fn isolates(subject: &impl Subject, test: &str) -> bool {
     let caps = subject.runtime().capabilities();
-    if !caps.network_isolation {
+    let isolated = caps.network_isolation && caps.filesystem_isolation;
+    if !isolated {
         println!(
-            "skipped {test}: no network of each Pod's own here: {:?}",
+            "skipped {test}: Pods are not isolated here: {:?}",
             caps.limitations
         );
     }
-    caps.network_isolation && runs_programs(subject, test)
+    isolated && runs_programs(subject, test)
 }
 
 fn now_ms() -> u64 {
@@ -513,7 +529,7 @@ pub async fn memory_limit_kills_a_hog_and_reports_it(subject: &impl Subject) {
 pub async fn containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide(
     subject: &impl Subject,
 ) {
-    if !isolates_networks(subject, "containers_of_a_pod_share_localhost_and_volumes") {
+    if !isolates(subject, "containers_of_a_pod_share_localhost_and_volumes") {
         return;
     }
     let rt = subject.runtime();
@@ -623,7 +639,7 @@ pub async fn containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_col
 }
 
 pub async fn host_ports_reach_the_pod(subject: &impl Subject) {
-    if !isolates_networks(subject, "host_ports_reach_the_pod") {
+    if !isolates(subject, "host_ports_reach_the_pod") {
         return;
     }
     let rt = subject.runtime();
@@ -666,4 +682,131 @@ pub async fn host_ports_reach_the_pod(subject: &impl Subject) {
         std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err(),
         "the host port is closed with the Pod"
     );
+}
+
+pub async fn logs_take_both_streams_and_are_bounded(subject: &impl Subject) {
+    if !runs_programs(subject, "logs_take_both_streams_and_are_bounded") {
+        return;
+    }
+    let rt = subject.runtime();
+    let pod = rt
+        .create_sandbox(&sandbox("logs-1", Vec::new()))
+        .await
+        .unwrap();
+    // Both streams reach the log; their lines keep their order within a
+    // stream at least.
+    let both = rt
+        .start_container(
+            &pod,
+            &subject.container("both", Act::Shell("echo out; echo err >&2")),
+            0,
+        )
+        .await
+        .unwrap();
+    wait_exit(rt, &both).await;
+    let mut lines: Vec<String> = logs(rt, &both).await.lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["err", "out"]);
+
+    let chatty = Act::Shell("i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done");
+    let chatty = rt
+        .start_container(&pod, &subject.container("chatty", chatty), 0)
+        .await
+        .unwrap();
+    wait_exit(rt, &chatty).await;
+    let text = logs(rt, &chatty).await;
+    assert!(
+        text.len() as u64 <= LOG_LIMIT_BYTES,
+        "{} bytes kept",
+        text.len()
+    );
+    assert!(text.ends_with("line-1999\n"), "{text}");
+    assert!(text.starts_with("line-"), "{text}");
+    assert_eq!(
+        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
+        b"line-1999\n"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
+}
+
+pub async fn exec_runs_inside_the_container(subject: &impl Subject) {
+    if !isolates(subject, "exec_runs_inside_the_container") {
+        return;
+    }
+    let rt = subject.runtime();
+    let pod = rt
+        .create_sandbox(&sandbox(
+            "exec-1",
+            vec![volume("data", VolumeSource::EmptyDir)],
+        ))
+        .await
+        .unwrap();
+    let script = "echo inside > /flotilla-exec/marker; echo ready; exec sleep 1000";
+    let mut spec = subject.container("main", Act::Shell(script));
+    spec.env = vec![("FOO".into(), "bar".into())];
+    spec.working_dir = Some("/flotilla-exec".into());
+    spec.mounts = vec![mount("data", "/flotilla-exec", false)];
+    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+    wait_log(rt, &id, "ready").await;
+    let cmd = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
+
+    let out = rt
+        .exec(
+            &id,
+            &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, String::from_utf8_lossy(&out.stdout).as_ref()),
+        (0, "bar /flotilla-exec pod-exec-1 inside\n")
+    );
+    let out = rt
+        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()),
+        (7, b"".as_slice(), b"err\n".as_slice())
+    );
+    let out = rt
+        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    subject.check_exec_of_a_missing_program(&out);
+
+    let started = Instant::now();
+    assert!(
+        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(500))
+            .await
+            .is_err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The timed-out command was killed, with what it forked.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = rt
+            .exec(
+                &id,
+                &cmd("for p in /proc/[0-9]*; do cat $p/cmdline; echo; done"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        if !out.stdout.windows(9).any(|w| w == b"sleep\x0030\x00") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exec's sleep still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    rt.stop_container(&id, Duration::ZERO).await.unwrap();
+    assert!(
+        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
+            .await
+            .is_err(),
+        "no exec in an exited container"
+    );
+    rt.remove_sandbox(&pod).await.unwrap();
 }
