@@ -1,11 +1,44 @@
-//! Exec inside a running container.
+//! What a container runs with (its command, args, env, working directory
+//! and hostname), and exec inside a running container.
 
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::{PodRuntime, VolumeSource};
 
 use super::{Act, Subject, WAIT, isolates};
-use crate::common::{mount, sandbox, volume, wait_log};
+use crate::common::{logs, mount, sandbox, volume, wait_exit, wait_log};
+
+pub async fn command_args_env_and_working_dir_are_honoured(subject: &impl Subject) {
+    if !isolates(subject, "command_args_env_and_working_dir_are_honoured") {
+        return;
+    }
+    let rt = subject.runtime();
+    let pod = rt
+        .create_sandbox(&sandbox("env-1", Vec::new()))
+        .await
+        .unwrap();
+    let script = r#"echo "$(cat /proc/sys/kernel/hostname)|$HOSTNAME|$GREETING|$0|$1|$(pwd)""#;
+    let cases = [
+        (None, "pod-env-1|pod-env-1|hi there|first|second|/tmp\n"),
+        (
+            Some("overridden"),
+            "pod-env-1|overridden|hi there|first|second|/tmp\n",
+        ),
+    ];
+    for (i, (hostname, want)) in cases.into_iter().enumerate() {
+        let mut spec = subject.container(&format!("c{i}"), Act::Shell(script));
+        spec.args = vec!["first".into(), "second".into()];
+        spec.env = vec![("GREETING".into(), "hi there".into())];
+        spec.env
+            .extend(hostname.map(|h| ("HOSTNAME".to_owned(), h.to_owned())));
+        spec.working_dir = Some("/tmp".into());
+        let id = rt.start_container(&pod, &spec, 0).await.unwrap();
+        let exit = wait_exit(rt, &id).await;
+        assert_eq!(exit.exit_code, 0, "{}", logs(rt, &id).await);
+        assert_eq!(logs(rt, &id).await, want);
+    }
+    rt.remove_sandbox(&pod).await.unwrap();
+}
 
 pub async fn exec_runs_inside_the_container(subject: &impl Subject) {
     if !isolates(subject, "exec_runs_inside_the_container") {
