@@ -5,7 +5,7 @@
 //! or those programs are missing.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -138,6 +138,22 @@ impl Subject for Setup {
 
     fn container(&self, name: &str, act: Act<'_>) -> ContainerSpec {
         behaviour::program(TOOLS_IMAGE, name, act, &COMMANDS)
+    }
+
+    fn pod_dir(&self, uid: &str) -> Option<PathBuf> {
+        Some(self.dir.path().join("pods").join(uid))
+    }
+
+    /// No container of the owner is left, nor its pause container.
+    async fn check_removed(&self, _uid: &str) {
+        for role in ["container", "sandbox"] {
+            assert!(
+                containers_of(&self.docker, &self.owner, role)
+                    .await
+                    .is_empty(),
+                "{role}"
+            );
+        }
     }
 
     /// The engine says so in the output.
@@ -356,64 +372,6 @@ async fn restarts_keep_the_empty_dir_and_the_previous_log() {
     ));
     rt.stop_container(&running, Duration::ZERO).await.unwrap();
     rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_sandbox_removes_everything_and_spares_host_paths() {
-    let Some(s) = setup("remove").await else {
-        return;
-    };
-    let rt = &s.rt;
-    let host = tempfile::tempdir().unwrap();
-    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
-    let spec = sandbox(
-        "rm-1",
-        vec![
-            volume(
-                "host",
-                VolumeSource::HostPath {
-                    path: host.path().to_owned(),
-                },
-            ),
-            volume("scratch", VolumeSource::EmptyDir),
-        ],
-    );
-    let pod = rt.create_sandbox(&spec).await.unwrap();
-    let mut main = sh(
-        "main",
-        "echo x > /scratch/x; cat /host/keep.txt; echo; exec sleep 1000",
-    );
-    main.mounts = vec![
-        mount("host", "/host", false),
-        mount("scratch", "/scratch", false),
-    ];
-    let id = rt.start_container(&pod, &main, 0).await.unwrap();
-    wait_log(rt, &id, "precious").await;
-    let state_dir = s.dir.path().join("pods").join("rm-1");
-    assert!(state_dir.join("volumes/scratch/x").exists());
-
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(!state_dir.exists());
-    assert!(
-        containers_of(&s.docker, &s.owner, "container")
-            .await
-            .is_empty()
-    );
-    assert!(
-        containers_of(&s.docker, &s.owner, "sandbox")
-            .await
-            .is_empty()
-    );
-    assert_eq!(
-        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
-        "precious"
-    );
-    assert!(matches!(
-        rt.container_state(&id).await,
-        Err(RuntimeError::NoContainer(_))
-    ));
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(rt.list_sandboxes().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

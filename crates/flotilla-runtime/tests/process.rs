@@ -3,7 +3,7 @@
 //! they skip where the machine does not allow them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
@@ -14,7 +14,7 @@ use flotilla_runtime::{
 mod behaviour;
 mod common;
 use behaviour::{Act, Commands, Subject};
-use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_log};
+use common::{container_of, logs, mount, sandbox, volume, wait_exit};
 
 const PYTHON: &str = "/usr/bin/python3";
 const WAIT: Duration = Duration::from_secs(30);
@@ -74,7 +74,15 @@ const COMMANDS: Commands = Commands {
 /// test's own.
 struct Process {
     rt: ProcessRuntime,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// In the environment of every container of this subject, so that its
+    /// processes are found on the host whatever they run.
+    fn marker(&self) -> String {
+        format!("FLOTILLA_TEST_RUN={}", self.dir.path().display())
+    }
 }
 
 impl Subject for Process {
@@ -85,7 +93,41 @@ impl Subject for Process {
     }
 
     fn container(&self, name: &str, act: Act<'_>) -> ContainerSpec {
-        behaviour::program("busybox", name, act, &COMMANDS)
+        let mut spec = behaviour::program("busybox", name, act, &COMMANDS);
+        let marker = self.marker();
+        let (key, value) = marker.split_once('=').unwrap();
+        spec.env.push((key.into(), value.into()));
+        spec
+    }
+
+    fn pod_dir(&self, uid: &str) -> Option<PathBuf> {
+        Some(self.dir.path().join("pods").join(uid))
+    }
+
+    /// No process of the subject's containers lives on, nor the Pod's
+    /// cgroups.
+    async fn check_removed(&self, uid: &str) {
+        let marker = self.marker();
+        let left: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+            })
+            .filter(|pid| alive(*pid))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the container's processes {left:?} live on"
+        );
+        for hierarchy in ["memory", "cpu", "freezer", ""] {
+            let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join("flotilla");
+            for peer in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                assert!(!peer.path().join(uid).exists(), "{}", peer.path().display());
+            }
+        }
     }
 
     /// As a shell reports a command it cannot find.
@@ -101,7 +143,7 @@ async fn subject(_test: &str) -> Option<Process> {
         ..ProcessOptions::default()
     };
     let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
-    Some(Process { rt, _dir: dir })
+    Some(Process { rt, dir })
 }
 
 behaviour::suite!(subject);
@@ -231,64 +273,6 @@ async fn logs_keep_both_streams_in_order_and_the_previous_attempt() {
     );
 
     rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let host = tempfile::tempdir().unwrap();
-    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
-    let spec = sandbox(
-        "rm-1",
-        vec![
-            volume(
-                "host",
-                VolumeSource::HostPath {
-                    path: host.path().to_owned(),
-                },
-            ),
-            volume("scratch", VolumeSource::EmptyDir),
-        ],
-    );
-    let pod = rt.create_sandbox(&spec).await.unwrap();
-    let mut main = sh(
-        "main",
-        "touch /scratch/x; cat /host/keep.txt; exec sleep 1001",
-    );
-    main.mounts = vec![
-        mount("host", "/host", false),
-        mount("scratch", "/scratch", false),
-    ];
-    let id = rt.start_container(&pod, &main, 0).await.unwrap();
-    wait_log(&rt, &id, "precious").await;
-    let pid = host_pid("sleep 1001");
-    let state_dir = dir.path().join("pods").join("rm-1");
-    assert!(state_dir.join("volumes/scratch/x").exists());
-
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(!state_dir.exists());
-    assert!(!alive(pid), "the container's process is gone");
-    assert_eq!(
-        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
-        "precious"
-    );
-    for hierarchy in ["memory", "cpu", "freezer", ""] {
-        let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join("flotilla");
-        for peer in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            assert!(
-                !peer.path().join("rm-1").exists(),
-                "{}",
-                peer.path().display()
-            );
-        }
-    }
-    assert!(matches!(
-        rt.container_state(&id).await,
-        Err(RuntimeError::NoContainer(_))
-    ));
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(rt.list_sandboxes().await.unwrap().is_empty());
 }
 
 /// The host's pid of the one process running `cmdline` (arguments joined

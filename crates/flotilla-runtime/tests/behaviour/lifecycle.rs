@@ -10,7 +10,7 @@ use flotilla_runtime::{
 };
 
 use super::{Act, Subject, check_exit, now_ms, runs_programs};
-use crate::common::{logs, sandbox, volume, wait_exit, wait_log};
+use crate::common::{logs, mount, sandbox, volume, wait_exit, wait_log};
 
 pub async fn exit_codes_are_reported(subject: &impl Subject) {
     let rt = subject.runtime();
@@ -252,6 +252,57 @@ pub async fn remove_sandbox_takes_its_containers(subject: &impl Subject) {
         rt.start_container(&pod, &again, 1).await,
         Err(RuntimeError::NoSandbox(_))
     ));
+}
+
+pub async fn remove_sandbox_removes_its_volumes_and_spares_host_paths(subject: &impl Subject) {
+    if !runs_programs(
+        subject,
+        "remove_sandbox_removes_its_volumes_and_spares_host_paths",
+    ) {
+        return;
+    }
+    let rt = subject.runtime();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
+    let host_path = VolumeSource::HostPath {
+        path: host.path().to_owned(),
+    };
+    let spec = sandbox(
+        "rm-1",
+        vec![
+            volume("host", host_path),
+            volume("scratch", VolumeSource::EmptyDir),
+        ],
+    );
+    let pod = rt.create_sandbox(&spec).await.unwrap();
+    let script = "echo x > /scratch/x; cat /host/keep.txt; echo; exec sleep 1000";
+    let mut main = subject.container("main", Act::Shell(script));
+    main.mounts = vec![
+        mount("host", "/host", false),
+        mount("scratch", "/scratch", false),
+    ];
+    let id = rt.start_container(&pod, &main, 0).await.unwrap();
+    wait_log(rt, &id, "precious").await;
+    let pod_dir = subject.pod_dir("rm-1");
+    if let Some(dir) = &pod_dir {
+        assert!(dir.join("volumes/scratch/x").exists());
+    }
+
+    rt.remove_sandbox(&pod).await.unwrap();
+    if let Some(dir) = &pod_dir {
+        assert!(!dir.exists());
+    }
+    subject.check_removed("rm-1").await;
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert!(matches!(
+        rt.container_state(&id).await,
+        Err(RuntimeError::NoContainer(_))
+    ));
+    rt.remove_sandbox(&pod).await.unwrap();
+    assert!(rt.list_sandboxes().await.unwrap().is_empty());
 }
 
 pub async fn memory_limit_kills_a_hog_and_reports_it(subject: &impl Subject) {

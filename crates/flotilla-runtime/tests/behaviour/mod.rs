@@ -13,6 +13,8 @@ mod lifecycle;
 mod logs;
 mod network;
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_runtime::{ContainerSpec, ExecOutput, ExitStatus, PodRuntime};
@@ -65,6 +67,19 @@ pub trait Subject: Sync {
     /// Docker engine rounds them.
     fn clock_slack_ms(&self) -> u64 {
         0
+    }
+
+    /// Where the runtime keeps the files of the Pod `uid` (its volumes),
+    /// if it keeps them on this machine.
+    fn pod_dir(&self, _uid: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// Checks that nothing of the removed sandbox `uid` is left where the
+    /// runtime keeps things of its own: processes, cgroups, containers of
+    /// the engine.
+    fn check_removed(&self, _uid: &str) -> impl Future<Output = ()> {
+        async {}
     }
 
     /// Checks what an exec of a program that does not exist answered: at
@@ -127,6 +142,7 @@ macro_rules! suite {
             logs_keep_the_previous_attempt_their_tail_and_offsets,
             failed_starts_and_bad_names_are_refused,
             remove_sandbox_takes_its_containers,
+            remove_sandbox_removes_its_volumes_and_spares_host_paths,
             memory_limit_kills_a_hog_and_reports_it,
             containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide,
             host_ports_reach_the_pod,
