@@ -297,84 +297,6 @@ fn pod_id(uid: &str) -> SandboxId {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_keep_the_empty_dir_and_the_previous_log() {
-    let Some(s) = setup("restart").await else {
-        return;
-    };
-    let rt = &s.rt;
-    let pod = rt
-        .create_sandbox(&sandbox(
-            "restart-1",
-            vec![volume("data", VolumeSource::EmptyDir)],
-        ))
-        .await
-        .unwrap();
-    let mut app = sh("app", "echo run >> /data/runs; cat /data/runs; echo done");
-    app.mounts = vec![mount("data", "/data", false)];
-
-    let first = rt.start_container(&pod, &app, 0).await.unwrap();
-    wait_exit(rt, &first).await;
-    assert_eq!(logs(rt, &first).await, "run\ndone\n");
-    assert!(
-        rt.read_logs(&first, true, None).await.is_err(),
-        "attempt 0 has no previous"
-    );
-
-    let second = rt.start_container(&pod, &app, 1).await.unwrap();
-    wait_exit(rt, &second).await;
-    assert_eq!(
-        logs(rt, &second).await,
-        "run\nrun\ndone\n",
-        "the emptyDir stays"
-    );
-    assert_eq!(
-        rt.read_logs(&second, true, None).await.unwrap(),
-        b"run\ndone\n"
-    );
-    assert_eq!(
-        rt.read_logs(&second, false, Some(2)).await.unwrap(),
-        b"run\ndone\n"
-    );
-    assert_eq!(
-        rt.read_logs_from(&second, 0).await.unwrap(),
-        (b"run\nrun\ndone\n".to_vec(), 13)
-    );
-    assert_eq!(
-        rt.read_logs_from(&second, 13).await.unwrap(),
-        (Vec::new(), 13)
-    );
-
-    let third = rt.start_container(&pod, &app, 2).await.unwrap();
-    wait_exit(rt, &third).await;
-    assert_eq!(
-        rt.read_logs(&third, true, Some(1)).await.unwrap(),
-        b"done\n"
-    );
-    assert!(
-        matches!(
-            rt.container_state(&first).await,
-            Err(RuntimeError::NoContainer(_))
-        ),
-        "attempts before the previous one are removed"
-    );
-    assert!(matches!(
-        rt.container_state(&second).await.unwrap(),
-        ContainerState::Exited(_)
-    ));
-
-    // A running attempt is never replaced.
-    let mut long = sh("long", "sleep 1000");
-    long.mounts = app.mounts.clone();
-    let running = rt.start_container(&pod, &long, 0).await.unwrap();
-    assert!(matches!(
-        rt.start_container(&pod, &long, 1).await,
-        Err(RuntimeError::Start { .. })
-    ));
-    rt.stop_container(&running, Duration::ZERO).await.unwrap();
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_are_found_again_by_their_owner_only() {
     let Some(s) = setup("adopt").await else {
         return;
@@ -397,6 +319,11 @@ async fn sandboxes_are_found_again_by_their_owner_only() {
             .await
             .unwrap();
     wait_log(&s.rt, &id, "up").await;
+    // The engine keeps the attempt before, stopped, with its state.
+    assert!(matches!(
+        s.rt.container_state(&first).await.unwrap(),
+        ContainerState::Exited(_)
+    ));
 
     // Another owner on the same engine sees and touches nothing of it.
     let stranger_dir = tempfile::tempdir().unwrap();

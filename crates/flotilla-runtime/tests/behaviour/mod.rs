@@ -147,6 +147,7 @@ macro_rules! suite {
             containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide,
             host_ports_reach_the_pod,
             logs_take_both_streams_and_are_bounded,
+            restarts_keep_the_empty_dir_and_the_previous_log,
             command_args_env_and_working_dir_are_honoured,
             exec_runs_inside_the_container,
         );
