@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::logs;
+use crate::spec::{self, Hostnames, start_error};
 use crate::{
     Capabilities, ContainerId, ContainerInfo, ContainerSpec, ContainerState, ExecOutput,
     ExitStatus, NetworkCheck, PodRuntime, RuntimeError, SandboxId, SandboxInfo, SandboxSpec,
@@ -110,18 +112,15 @@ fn parse<T: std::str::FromStr>(
     name: &str,
     value: &str,
 ) -> Result<T, RuntimeError> {
-    value.trim().parse().map_err(|_| RuntimeError::Start {
-        container: spec.name.clone(),
-        message: format!("{name}: {value:?} is not a number"),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|_| start_error(&spec.name, format!("{name}: {value:?} is not a number")))
 }
 
 fn script(spec: &ContainerSpec, attempt: u32) -> Result<Script, RuntimeError> {
     if let Some(message) = env(spec, "FAKE_START_ERROR") {
-        return Err(RuntimeError::Start {
-            container: spec.name.clone(),
-            message: message.to_string(),
-        });
+        return Err(start_error(&spec.name, message));
     }
     let oom = env(spec, "FAKE_OOM").is_some_and(|v| v == "1" || v == "true");
     let mut code = match env(spec, "FAKE_EXIT_CODE") {
@@ -154,28 +153,6 @@ fn script(spec: &ContainerSpec, attempt: u32) -> Result<Script, RuntimeError> {
             .as_bytes()
             .to_vec(),
     })
-}
-
-fn tail(bytes: &[u8], lines: Option<usize>) -> Vec<u8> {
-    let Some(n) = lines else {
-        return bytes.to_vec();
-    };
-    if n == 0 {
-        return Vec::new();
-    }
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    let mut start = body.len();
-    let mut seen = 0;
-    while start > 0 {
-        if body[start - 1] == b'\n' {
-            seen += 1;
-            if seen == n {
-                break;
-            }
-        }
-        start -= 1;
-    }
-    bytes[start..].to_vec()
 }
 
 impl FakeRuntime {
@@ -278,13 +255,23 @@ impl FakeRuntime {
     pub fn running_pods(&self) -> BTreeSet<(String, String, String)> {
         let now = (self.now_unix_ms)();
         let mut state = self.lock();
-        let State { containers, sandboxes, .. } = &mut *state;
+        let State {
+            containers,
+            sandboxes,
+            ..
+        } = &mut *state;
         containers
             .values_mut()
             .filter_map(|c| {
                 c.settle(now);
                 let sandbox = sandboxes.get(&c.sandbox)?;
-                c.exited.is_none().then(|| (sandbox.namespace.clone(), sandbox.name.clone(), c.pod_uid.clone()))
+                c.exited.is_none().then(|| {
+                    (
+                        sandbox.namespace.clone(),
+                        sandbox.name.clone(),
+                        c.pod_uid.clone(),
+                    )
+                })
             })
             .collect()
     }
@@ -307,11 +294,13 @@ impl PodRuntime for FakeRuntime {
             filesystem_isolation: true,
             memory_limits: true,
             cpu_limits: true,
+            runs_programs: false,
             limitations: Vec::new(),
         }
     }
 
     async fn create_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxId, RuntimeError> {
+        spec::check_sandbox(spec, Hostnames::Kernel)?;
         let mut state = self.lock();
         state.next_id += 1;
         let id = SandboxId(format!("fake-sandbox-{}", state.next_id));
@@ -325,6 +314,7 @@ impl PodRuntime for FakeRuntime {
         spec: &ContainerSpec,
         attempt: u32,
     ) -> Result<ContainerId, RuntimeError> {
+        spec::check_name("container name", &spec.name)?;
         let now = (self.now_unix_ms)();
         let mut state = self.lock();
         let pod_uid = match state.sandboxes.get(sandbox) {
@@ -458,7 +448,7 @@ impl PodRuntime for FakeRuntime {
             .get(container)
             .ok_or_else(|| RuntimeError::NoContainer(container.clone()))?;
         if !previous {
-            return Ok(tail(&c.script.log, tail_lines));
+            return Ok(logs::tail_of(c.script.log.clone(), tail_lines));
         }
         let before = state
             .containers
@@ -468,7 +458,7 @@ impl PodRuntime for FakeRuntime {
             .ok_or_else(|| {
                 RuntimeError::Other(format!("container {} has no previous attempt", c.name))
             })?;
-        Ok(tail(&before.script.log, tail_lines))
+        Ok(logs::tail_of(before.script.log.clone(), tail_lines))
     }
 
     async fn read_logs_from(
@@ -481,9 +471,7 @@ impl PodRuntime for FakeRuntime {
             .containers
             .get(container)
             .ok_or_else(|| RuntimeError::NoContainer(container.clone()))?;
-        let log = &c.script.log;
-        let start = (offset as usize).min(log.len());
-        Ok((log[start..].to_vec(), log.len() as u64))
+        Ok(logs::after(&c.script.log, offset))
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError> {

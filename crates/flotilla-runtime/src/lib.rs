@@ -12,7 +12,10 @@ use std::time::Duration;
 
 pub mod docker;
 pub mod fake;
+mod logs;
 pub mod process;
+mod spec;
+mod volumes;
 
 /// Bytes a container's log keeps at most; older output is dropped in halves
 /// so a chatty container never fills the disk.
@@ -123,6 +126,10 @@ pub struct Capabilities {
     pub filesystem_isolation: bool,
     pub memory_limits: bool,
     pub cpu_limits: bool,
+    /// Containers run programs: their output, their exits, the files they
+    /// write and the ports they listen on are the programs' own. False
+    /// for the fake, whose containers follow a script.
+    pub runs_programs: bool,
     /// One sentence per thing it cannot do, and why.
     pub limitations: Vec<String>,
 }
@@ -160,31 +167,13 @@ pub enum RuntimeError {
     Other(String),
 }
 
-/// Writes a files volume (a configMap's) into the empty directory `tmp`,
-/// then renames it to `path`: whole or not at all, so a crash midway
-/// leaves no half volume. File names must be relative paths without `.`
-/// or `..`, so that nothing is written outside the volume.
-pub(crate) fn write_files_volume(
-    volume: &str,
-    files: &BTreeMap<String, String>,
-    tmp: &std::path::Path,
-    path: &std::path::Path,
-) -> std::io::Result<()> {
-    std::fs::create_dir_all(tmp)?;
-    for (name, content) in files {
-        let relative = std::path::Path::new(name);
-        if name.is_empty() || !relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
-            return Err(std::io::Error::other(format!(
-                "volume {volume}: file name {name:?} must be a relative path without . or .."
-            )));
-        }
-        let file = tmp.join(relative);
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(file, content)?;
-    }
-    std::fs::rename(tmp, path)
+/// Runs blocking file-system work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Bytes of an HTTP probe's answer read at most while looking for its
@@ -193,14 +182,20 @@ const MAX_HTTP_HEAD_BYTES: usize = 1024;
 
 /// Sends `GET path` to `host` (`addr:port`) over `stream`, as an httpGet
 /// probe does, and tells whether the status is 200 to 399.
-pub(crate) async fn http_ok(mut stream: tokio::net::TcpStream, host: &str, path: &str) -> std::io::Result<bool> {
+pub(crate) async fn http_ok(
+    mut stream: tokio::net::TcpStream,
+    host: &str,
+    path: &str,
+) -> std::io::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let path = if path.is_empty() { "/" } else { path };
     // A path that could split the request line is no probe at all.
     if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Ok(false);
     }
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: flotilla-probe\r\nAccept: */*\r\n\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: flotilla-probe\r\nAccept: */*\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::new();
     let mut buf = [0u8; 256];
@@ -242,11 +237,18 @@ pub trait PodRuntime: Send + Sync + 'static {
         attempt: u32,
     ) -> Result<ContainerId, RuntimeError>;
 
-    async fn container_state(&self, container: &ContainerId) -> Result<ContainerState, RuntimeError>;
+    async fn container_state(
+        &self,
+        container: &ContainerId,
+    ) -> Result<ContainerState, RuntimeError>;
 
     /// SIGTERM, then SIGKILL once `grace` has passed; returns when the
     /// container's processes are gone.
-    async fn stop_container(&self, container: &ContainerId, grace: Duration) -> Result<(), RuntimeError>;
+    async fn stop_container(
+        &self,
+        container: &ContainerId,
+        grace: Duration,
+    ) -> Result<(), RuntimeError>;
 
     /// Stops whatever still runs in the sandbox and removes it with its
     /// emptyDir volumes.
@@ -282,7 +284,11 @@ pub trait PodRuntime: Send + Sync + 'static {
 
     /// Output appended after `offset` bytes (for `logs -f`), and the new
     /// offset.
-    async fn read_logs_from(&self, container: &ContainerId, offset: u64) -> Result<(Vec<u8>, u64), RuntimeError>;
+    async fn read_logs_from(
+        &self,
+        container: &ContainerId,
+        offset: u64,
+    ) -> Result<(Vec<u8>, u64), RuntimeError>;
 
     /// Sandboxes left from before a peer restart.
     async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, RuntimeError>;

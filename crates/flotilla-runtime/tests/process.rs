@@ -3,17 +3,18 @@
 //! they skip where the machine does not allow them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flotilla_runtime::process::{ProcessOptions, ProcessRuntime};
 use flotilla_runtime::{
-    ContainerId, ContainerSpec, ContainerState, NetworkCheck, PodRuntime, RuntimeError,
-    VolumeSource,
+    ContainerSpec, ContainerState, ExecOutput, PodRuntime, RuntimeError, VolumeSource,
 };
 
+mod behaviour;
 mod common;
-use common::{container_of, logs, mount, sandbox, volume, wait_exit, wait_listening};
+use behaviour::{Act, Commands, Subject};
+use common::{container_of, logs, mount, sandbox, volume, wait_exit};
 
 const PYTHON: &str = "/usr/bin/python3";
 const WAIT: Duration = Duration::from_secs(30);
@@ -37,19 +38,18 @@ fn isolated_runtime(dir: &Path) -> Option<ProcessRuntime> {
     }
 }
 
-fn container(name: &str, command: &[&str]) -> ContainerSpec {
-    container_of("busybox", name, command)
-}
-
-fn sh(name: &str, script: &str) -> ContainerSpec {
-    container(name, &["/bin/sh", "-c", script])
-}
-
-fn http_server(name: &str, port: u16, dir: &str) -> ContainerSpec {
-    let port = port.to_string();
-    container(
-        name,
-        &[
+/// The host's Python does what the shell cannot.
+const COMMANDS: Commands = Commands {
+    allocate: |mib| {
+        vec![
+            PYTHON.into(),
+            "-c".into(),
+            format!("x = b'a' * ({mib} << 20)"),
+        ]
+    },
+    serve: |port, dir| {
+        let port = port.to_string();
+        [
             PYTHON,
             "-m",
             "http.server",
@@ -58,75 +58,132 @@ fn http_server(name: &str, port: u16, dir: &str) -> ContainerSpec {
             "127.0.0.1",
             "--directory",
             dir,
-        ],
-    )
+        ]
+        .map(String::from)
+        .to_vec()
+    },
+    fetch: |port, path| {
+        let fetch = format!(
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}{path}').read().decode().strip())"
+        );
+        vec![PYTHON.into(), "-c".into(), fetch]
+    },
+};
+
+/// The process runtime before the behaviour suite, in a directory of the
+/// test's own.
+struct Process {
+    rt: ProcessRuntime,
+    dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// In the environment of every container of this subject, so that its
+    /// processes are found on the host whatever they run.
+    fn marker(&self) -> String {
+        format!("FLOTILLA_TEST_RUN={}", self.dir.path().display())
+    }
+}
+
+impl Subject for Process {
+    type Runtime = ProcessRuntime;
+
+    fn runtime(&self) -> &ProcessRuntime {
+        &self.rt
+    }
+
+    fn container(&self, name: &str, act: Act<'_>) -> ContainerSpec {
+        let mut spec = behaviour::program("busybox", name, act, &COMMANDS);
+        let marker = self.marker();
+        let (key, value) = marker.split_once('=').unwrap();
+        spec.env.push((key.into(), value.into()));
+        spec
+    }
+
+    fn pod_dir(&self, uid: &str) -> Option<PathBuf> {
+        Some(self.dir.path().join("pods").join(uid))
+    }
+
+    /// No process of the subject's containers lives on, nor the Pod's
+    /// cgroups.
+    async fn check_removed(&self, uid: &str) {
+        let marker = self.marker();
+        let left: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+            })
+            .filter(|pid| alive(*pid))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the container's processes {left:?} live on"
+        );
+        for hierarchy in ["memory", "cpu", "freezer", ""] {
+            let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join("flotilla");
+            for peer in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+                assert!(!peer.path().join(uid).exists(), "{}", peer.path().display());
+            }
+        }
+    }
+
+    /// As a shell reports a command it cannot find.
+    fn check_exec_of_a_missing_program(&self, out: &ExecOutput) {
+        assert_eq!(out.exit_code, 127, "{out:?}");
+    }
+}
+
+async fn subject(_test: &str) -> Option<Process> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ProcessOptions {
+        log_limit_bytes: behaviour::LOG_LIMIT_BYTES,
+        ..ProcessOptions::default()
+    };
+    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
+    Some(Process { rt, dir })
+}
+
+behaviour::suite!(subject);
+
+fn container(name: &str, command: &[&str]) -> ContainerSpec {
+    container_of("busybox", name, command)
+}
+
+fn sh(name: &str, script: &str) -> ContainerSpec {
+    container(name, &["/bin/sh", "-c", script])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide() {
+async fn volumes_shadow_the_hosts_directories_without_touching_them() {
     let dir = tempfile::tempdir().unwrap();
     let Some(rt) = isolated_runtime(dir.path()) else {
         return;
     };
     let files = BTreeMap::from([("app.conf".to_string(), "level=debug\n".to_string())]);
     let spec = sandbox(
-        "share-1",
+        "root-1",
         vec![
             volume("shared", VolumeSource::EmptyDir),
             volume("conf", VolumeSource::Files { files }),
         ],
     );
     let pod = rt.create_sandbox(&spec).await.unwrap();
-    assert_eq!(
-        rt.create_sandbox(&spec).await.unwrap(),
-        pod,
-        "creating again is idempotent"
-    );
-
-    let mut writer = sh(
-        "writer",
-        "echo hello-from-writer > /flotilla-data/hello.txt",
-    );
-    writer.mounts = vec![mount("shared", "/flotilla-data", false)];
-    let writer_id = rt.start_container(&pod, &writer, 0).await.unwrap();
-    assert_eq!(
-        wait_exit(&rt, &writer_id).await.exit_code,
-        0,
-        "{}",
-        logs(&rt, &writer_id).await
-    );
-
-    let mut server = http_server("server", 8080, "/srv/www");
-    server.mounts = vec![
-        mount("shared", "/srv/www", true),
+    let mut main = sh("main", "exec sleep 1000");
+    main.mounts = vec![
+        mount("shared", "/flotilla-data", false),
         mount("conf", "/etc/flotilla-test-conf", true),
     ];
-    let server_id = rt.start_container(&pod, &server, 0).await.unwrap();
-    wait_listening(&rt, &pod, 8080).await;
-
-    let client = container(
-        "client",
-        &[
-            PYTHON,
-            "-c",
-            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8080/hello.txt').read().decode().strip())",
-        ],
-    );
-    let client_id = rt.start_container(&pod, &client, 0).await.unwrap();
-    assert_eq!(
-        wait_exit(&rt, &client_id).await.exit_code,
-        0,
-        "{}",
-        logs(&rt, &client_id).await
-    );
-    assert!(logs(&rt, &client_id).await.contains("hello-from-writer"));
+    let id = rt.start_container(&pod, &main, 0).await.unwrap();
 
     // The config volume shadows the host's /etc without hiding it or
-    // touching it, and a read-only mount refuses writes.
+    // touching it, and mount paths are never made on the host.
     let out = rt
         .exec(
-            &server_id,
-            &["/bin/sh".into(), "-c".into(), "cat /etc/flotilla-test-conf/app.conf; test -r /etc/passwd && echo passwd-visible; touch /srv/www/x || echo read-only".into()],
+            &id,
+            &["/bin/sh".into(), "-c".into(), "cat /etc/flotilla-test-conf/app.conf; test -r /etc/passwd && echo passwd-visible; touch /flotilla-data/x && echo writable".into()],
             Duration::from_secs(10),
         )
         .await
@@ -135,75 +192,16 @@ async fn containers_of_a_pod_share_localhost_and_volumes_and_pods_do_not_collide
     assert!(
         text.contains("level=debug")
             && text.contains("passwd-visible")
-            && text.contains("read-only"),
+            && text.contains("writable"),
         "{text}"
     );
     assert!(!Path::new("/flotilla-data").exists());
     assert!(!Path::new("/etc/flotilla-test-conf").exists());
-
-    let http = |path: &str| NetworkCheck::Http {
-        port: 8080,
-        path: path.into(),
-    };
-    assert!(
-        rt.check_network(&pod, &http("/hello.txt"), Duration::from_secs(5))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !rt.check_network(&pod, &http("/missing"), Duration::from_secs(5))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !rt.check_network(
-            &pod,
-            &NetworkCheck::Tcp { port: 8081 },
-            Duration::from_secs(5)
-        )
-        .await
-        .unwrap()
-    );
-
-    // Another Pod listens on the same port in its own network.
-    let other = rt
-        .create_sandbox(&sandbox("share-2", Vec::new()))
-        .await
-        .unwrap();
-    assert!(
-        !rt.check_network(
-            &other,
-            &NetworkCheck::Tcp { port: 8080 },
-            Duration::from_secs(5)
-        )
-        .await
-        .unwrap()
-    );
-    let other_server = rt
-        .start_container(&other, &http_server("server", 8080, "/tmp"), 0)
-        .await
-        .unwrap();
-    wait_listening(&rt, &other, 8080).await;
-    assert!(
-        !rt.check_network(&other, &http("/hello.txt"), Duration::from_secs(5))
-            .await
-            .unwrap()
-    );
-    assert!(matches!(
-        rt.container_state(&server_id).await.unwrap(),
-        ContainerState::Running { .. }
-    ));
-    assert!(matches!(
-        rt.container_state(&other_server).await.unwrap(),
-        ContainerState::Running { .. }
-    ));
-
     rt.remove_sandbox(&pod).await.unwrap();
-    rt.remove_sandbox(&other).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostname_env_args_and_working_dir_are_honoured() {
+async fn bad_working_dirs_and_commands_fail_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let Some(rt) = isolated_runtime(dir.path()) else {
         return;
@@ -212,20 +210,6 @@ async fn hostname_env_args_and_working_dir_are_honoured() {
         .create_sandbox(&sandbox("env-1", Vec::new()))
         .await
         .unwrap();
-    let mut spec = sh(
-        "main",
-        r#"echo "$(cat /proc/sys/kernel/hostname)|$HOSTNAME|$GREETING|$0|$1|$(pwd)""#,
-    );
-    spec.args = vec!["first".into(), "second".into()];
-    spec.env = vec![("GREETING".into(), "hi there".into())];
-    spec.working_dir = Some("/usr/share".into());
-    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
-    assert_eq!(wait_exit(&rt, &id).await.exit_code, 0);
-    assert_eq!(
-        logs(&rt, &id).await,
-        "pod-env-1|pod-env-1|hi there|first|second|/usr/share\n"
-    );
-
     let mut bad_dir = sh("baddir", "true");
     bad_dir.working_dir = Some("/no/such/dir".into());
     let missing = container("missing", &["/no/such/program"]);
@@ -246,142 +230,9 @@ async fn hostname_env_args_and_working_dir_are_honoured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exit_codes_and_signals_are_reported() {
+async fn logs_keep_both_streams_in_order_and_the_previous_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
-    let pod = rt
-        .create_sandbox(&sandbox("exit-1", Vec::new()))
-        .await
-        .unwrap();
-    let cases: &[(&str, i32, Option<i32>)] = &[
-        ("true", 0, None),
-        ("exit 3", 3, None),
-        ("kill -TERM $$", 143, Some(15)),
-        ("kill -KILL $$", 137, Some(9)),
-    ];
-    for (i, (script, code, signal)) in cases.iter().enumerate() {
-        let before = now_ms();
-        let id = rt
-            .start_container(&pod, &sh(&format!("c{i}"), script), 0)
-            .await
-            .unwrap();
-        let exit = wait_exit(&rt, &id).await;
-        assert_eq!(
-            (exit.exit_code, exit.signal, exit.oom_killed),
-            (*code, *signal, false),
-            "{script}"
-        );
-        assert!(
-            exit.started_at_unix_ms >= before
-                && exit.finished_at_unix_ms >= exit.started_at_unix_ms,
-            "{script}"
-        );
-    }
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_terms_then_kills_after_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let pod = rt
-        .create_sandbox(&sandbox("stop-1", Vec::new()))
-        .await
-        .unwrap();
-
-    let polite = sh(
-        "polite",
-        "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done",
-    );
-    let stubborn = sh(
-        "stubborn",
-        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
-    );
-    let polite_id = rt.start_container(&pod, &polite, 0).await.unwrap();
-    let stubborn_id = rt.start_container(&pod, &stubborn, 0).await.unwrap();
-    for id in [&polite_id, &stubborn_id] {
-        let deadline = Instant::now() + WAIT;
-        while !logs(&rt, id).await.contains("ready") {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    let started = Instant::now();
-    rt.stop_container(&polite_id, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let exit = wait_exit(&rt, &polite_id).await;
-    assert_eq!((exit.exit_code, exit.signal), (0, None));
-    assert!(logs(&rt, &polite_id).await.contains("bye"));
-
-    let started = Instant::now();
-    rt.stop_container(&stubborn_id, Duration::from_millis(500))
-        .await
-        .unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(500));
-    let exit = wait_exit(&rt, &stubborn_id).await;
-    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
-
-    // Stopping what is gone succeeds.
-    rt.stop_container(&stubborn_id, Duration::ZERO)
-        .await
-        .unwrap();
-    rt.stop_container(&ContainerId("stop-1/nobody/0".into()), Duration::ZERO)
-        .await
-        .unwrap();
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_limit_kills_a_hog_and_reports_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    if !rt.capabilities().memory_limits {
-        println!(
-            "skipped: no memory limits here: {:?}",
-            rt.capabilities().limitations
-        );
-        return;
-    }
-    let pod = rt
-        .create_sandbox(&sandbox("oom-1", Vec::new()))
-        .await
-        .unwrap();
-    let cases: &[(&str, usize, bool)] = &[("hog", 200, true), ("modest", 10, false)];
-    for (name, mib, oom) in cases {
-        let script = format!("x = b'a' * ({mib} << 20)");
-        let mut spec = container(name, &[PYTHON, "-c", &script]);
-        spec.memory_limit_bytes = Some(50 << 20);
-        spec.cpu_limit_millis = Some(500);
-        let id = rt.start_container(&pod, &spec, 0).await.unwrap();
-        let exit = wait_exit(&rt, &id).await;
-        assert_eq!(exit.oom_killed, *oom, "{name}: {exit:?}");
-        if *oom {
-            assert_eq!(exit.signal, Some(9), "{name}");
-        } else {
-            assert_eq!(exit.exit_code, 0, "{name}: {}", logs(&rt, &id).await);
-        }
-    }
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_keep_tail_previous_and_a_bound() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = ProcessOptions {
-        log_limit_bytes: 4096,
-        ..ProcessOptions::default()
-    };
-    let rt = ProcessRuntime::new(dir.path().join("pods"), options).unwrap();
     let pod = rt
         .create_sandbox(&sandbox("logs-1", Vec::new()))
         .await
@@ -421,163 +272,7 @@ async fn logs_keep_tail_previous_and_a_bound() {
         (Vec::new(), 7)
     );
 
-    let chatty = rt
-        .start_container(
-            &pod,
-            &sh(
-                "chatty",
-                "i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done",
-            ),
-            0,
-        )
-        .await
-        .unwrap();
-    wait_exit(&rt, &chatty).await;
-    let text = logs(&rt, &chatty).await;
-    assert!(text.len() <= 4096, "{} bytes kept", text.len());
-    assert!(text.ends_with("line-1999\n"));
-    assert_eq!(
-        rt.read_logs(&chatty, false, Some(1)).await.unwrap(),
-        b"line-1999\n"
-    );
     rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_runs_inside_the_container() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(rt) = isolated_runtime(dir.path()) else {
-        return;
-    };
-    let pod = rt
-        .create_sandbox(&sandbox(
-            "exec-1",
-            vec![volume("data", VolumeSource::EmptyDir)],
-        ))
-        .await
-        .unwrap();
-    let mut spec = sh(
-        "main",
-        "echo inside > /flotilla-exec/marker; exec sleep 1000",
-    );
-    spec.env = vec![("FOO".into(), "bar".into())];
-    spec.working_dir = Some("/flotilla-exec".into());
-    spec.mounts = vec![mount("data", "/flotilla-exec", false)];
-    let id = rt.start_container(&pod, &spec, 0).await.unwrap();
-    let cmd = |s: &str| vec!["/bin/sh".to_string(), "-c".to_string(), s.to_string()];
-
-    let deadline = Instant::now() + WAIT;
-    let out = loop {
-        let out = rt
-            .exec(
-                &id,
-                &cmd("echo $FOO $(pwd) $(cat /proc/sys/kernel/hostname) $(cat marker)"),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        if out.exit_code == 0 || Instant::now() > deadline {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "bar /flotilla-exec pod-exec-1 inside\n"
-    );
-
-    let out = rt
-        .exec(&id, &cmd("echo err >&2; exit 7"), Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(
-        (out.exit_code, out.stderr.as_slice()),
-        (7, b"err\n".as_slice())
-    );
-    let out = rt
-        .exec(&id, &["no-such-program".into()], Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(out.exit_code, 127);
-
-    let started = Instant::now();
-    assert!(
-        rt.exec(&id, &cmd("sleep 30"), Duration::from_millis(300))
-            .await
-            .is_err()
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-
-    rt.stop_container(&id, Duration::ZERO).await.unwrap();
-    assert!(
-        rt.exec(&id, &cmd("true"), Duration::from_secs(1))
-            .await
-            .is_err(),
-        "no exec in an exited container"
-    );
-    rt.remove_sandbox(&pod).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_sandbox_removes_its_state_and_spares_host_paths() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let host = tempfile::tempdir().unwrap();
-    std::fs::write(host.path().join("keep.txt"), "precious").unwrap();
-    let spec = sandbox(
-        "rm-1",
-        vec![
-            volume(
-                "host",
-                VolumeSource::HostPath {
-                    path: host.path().to_owned(),
-                },
-            ),
-            volume("scratch", VolumeSource::EmptyDir),
-        ],
-    );
-    let pod = rt.create_sandbox(&spec).await.unwrap();
-    let mut main = sh(
-        "main",
-        "touch /scratch/x; cat /host/keep.txt; exec sleep 1001",
-    );
-    main.mounts = vec![
-        mount("host", "/host", false),
-        mount("scratch", "/scratch", false),
-    ];
-    let id = rt.start_container(&pod, &main, 0).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !logs(&rt, &id).await.contains("precious") {
-        assert!(Instant::now() < deadline, "{}", logs(&rt, &id).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = host_pid("sleep 1001");
-    let state_dir = dir.path().join("pods").join("rm-1");
-    assert!(state_dir.join("volumes/scratch/x").exists());
-
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(!state_dir.exists());
-    assert!(!alive(pid), "the container's process is gone");
-    assert_eq!(
-        std::fs::read_to_string(host.path().join("keep.txt")).unwrap(),
-        "precious"
-    );
-    for hierarchy in ["memory", "cpu", "freezer", ""] {
-        let parent = Path::new("/sys/fs/cgroup").join(hierarchy).join("flotilla");
-        for peer in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-            assert!(
-                !peer.path().join("rm-1").exists(),
-                "{}",
-                peer.path().display()
-            );
-        }
-    }
-    assert!(matches!(
-        rt.container_state(&id).await,
-        Err(RuntimeError::NoContainer(_))
-    ));
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(rt.list_sandboxes().await.unwrap().is_empty());
 }
 
 /// The host's pid of the one process running `cmdline` (arguments joined
@@ -678,41 +373,6 @@ async fn a_new_runtime_kills_leftovers_and_reports_them_exited() {
     assert_eq!(wait_exit(&rt, &again).await.exit_code, 0);
     rt.remove_sandbox(&pod).await.unwrap();
     assert!(!dir.path().join("pods/restart-1").exists());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_ports_reach_the_pod() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(rt) = isolated_runtime(dir.path()) else {
-        return;
-    };
-    let host_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let mut spec = sandbox("ports-1", vec![volume("www", VolumeSource::EmptyDir)]);
-    spec.host_ports = vec![(8080, host_port)];
-    let pod = rt.create_sandbox(&spec).await.unwrap();
-    let mut server = http_server("server", 8080, "/www");
-    server.mounts = vec![mount("www", "/www", false)];
-    rt.start_container(&pod, &server, 0).await.unwrap();
-    wait_listening(&rt, &pod, 8080).await;
-    let answer = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", host_port)).unwrap();
-        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
-    })
-    .await
-    .unwrap();
-    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
-    rt.remove_sandbox(&pod).await.unwrap();
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", host_port)).is_err(),
-        "the host port is closed with the Pod"
-    );
 }
 
 #[test]

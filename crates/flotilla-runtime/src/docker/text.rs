@@ -1,5 +1,4 @@
-//! Reading what the engine writes and what logs hold: times, image
-//! references, the ends of logs.
+//! Reading what the engine writes: times and image references.
 
 /// An image reference as the pull API wants it: name, and tag or digest
 /// (`latest` if none), as an empty tag would pull every tag.
@@ -62,37 +61,6 @@ fn parse_rfc3339(text: &str) -> Option<u64> {
     u64::try_from(secs * 1_000 + millis).ok()
 }
 
-/// The last `lines` lines of `data` (a final line without newline counts).
-pub(crate) fn tail(data: &[u8], lines: usize) -> &[u8] {
-    if lines == 0 {
-        return &[];
-    }
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    match body
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-    {
-        Some((i, _)) => &data[i + 1..],
-        None => data,
-    }
-}
-
-/// The newest `limit` bytes of `data` at most, from the start of a line
-/// where one starts within them.
-pub(crate) fn newest(data: &[u8], limit: usize) -> &[u8] {
-    if data.len() <= limit {
-        return data;
-    }
-    let kept = &data[data.len() - limit..];
-    match kept.iter().position(|b| *b == b'\n') {
-        Some(i) if i + 1 < kept.len() => &kept[i + 1..],
-        _ => kept,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,16 +78,6 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(unix_ms_of(text), *want, "{text}");
         }
-    }
-
-    #[test]
-    fn tail_and_newest_keep_whole_lines() {
-        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(tail(b"a\nb\nc", 2), b"b\nc");
-        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(tail(b"a\nb\n", 0), b"");
-        assert_eq!(newest(b"0123456789\nabcdef\n", 8), b"abcdef\n");
-        assert_eq!(newest(b"short\n", 100), b"short\n");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Container output: copied from a pipe into one file per attempt, bounded
-//! by dropping the older half whenever it would outgrow its limit.
+//! by dropping the older half whenever it would outgrow its limit, and
+//! read back for `logs`.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -7,10 +8,12 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::ProcessRuntime;
+use super::records::parse_container_id;
+use crate::{ContainerId, RuntimeError};
+
 /// Bytes read from a container's pipe at a time.
 const CHUNK_BYTES: usize = 64 << 10;
-/// Bytes `read_from` returns at most per call.
-pub(crate) const MAX_READ_BYTES: u64 = 1 << 20;
 
 pub(crate) fn attempt_path(dir: &Path, attempt: u32) -> PathBuf {
     dir.join(format!("{attempt}.log"))
@@ -67,70 +70,82 @@ pub(crate) async fn copy(pipe: OwnedFd, path: PathBuf, limit_bytes: u64) -> io::
         }
         let mut content = tokio::fs::read(&path).await?;
         content.extend_from_slice(chunk);
-        let kept = newest_half(&content, limit_bytes);
+        // Half the limit, so that the file is not cut again at once.
+        let kept = crate::logs::newest(&content, (limit_bytes / 2) as usize);
         file.set_len(0).await?;
         file.write_all(kept).await?;
         size = kept.len() as u64;
     }
 }
 
-/// The newest part of `content` no longer than half of `limit_bytes`,
-/// starting at a line where one starts within it.
-fn newest_half(content: &[u8], limit_bytes: u64) -> &[u8] {
-    let keep = (limit_bytes / 2) as usize;
-    if content.len() <= keep {
-        return content;
+impl ProcessRuntime {
+    pub(super) fn log_dir(&self, uid: &str, name: &str) -> PathBuf {
+        self.inner.state_dir.join(uid).join("logs").join(name)
     }
-    let tail = &content[content.len() - keep..];
-    match tail.iter().position(|b| *b == b'\n') {
-        Some(i) if i + 1 < tail.len() => &tail[i + 1..],
-        _ => tail,
-    }
-}
 
-/// The last `lines` lines of `data` (a final line without newline counts).
-pub(crate) fn tail(data: &[u8], lines: usize) -> &[u8] {
-    if lines == 0 {
-        return &data[data.len()..];
+    /// The log file of `id` (or of the attempt before it).
+    fn log_path(&self, id: &ContainerId, previous: bool) -> Result<PathBuf, RuntimeError> {
+        let (uid, name, attempt) =
+            parse_container_id(id).ok_or_else(|| RuntimeError::NoContainer(id.clone()))?;
+        if !self.inner.sandboxes().contains_key(uid) {
+            return Err(RuntimeError::NoContainer(id.clone()));
+        }
+        let dir = self.log_dir(uid, name);
+        let attempt = if previous {
+            attempts(&dir)
+                .into_iter()
+                .rfind(|a| *a < attempt)
+                .ok_or_else(|| {
+                    RuntimeError::Other(format!("container {} has no previous attempt's log", id.0))
+                })?
+        } else {
+            attempt
+        };
+        Ok(attempt_path(&dir, attempt))
     }
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    match body
-        .iter()
-        .rev()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-    {
-        Some((i, _)) => &data[body.len() - i..],
-        None => data,
+
+    pub(super) async fn read_log(
+        &self,
+        container: &ContainerId,
+        previous: bool,
+        tail_lines: Option<usize>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        let path = self.log_path(container, previous)?;
+        let data = match tokio::fs::read(&path).await {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(crate::logs::tail_of(data, tail_lines))
+    }
+
+    pub(super) async fn read_log_from(
+        &self,
+        container: &ContainerId,
+        offset: u64,
+    ) -> Result<(Vec<u8>, u64), RuntimeError> {
+        use tokio::io::AsyncSeekExt;
+        let path = self.log_path(container, false)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata().await?.len();
+        let offset = crate::logs::resume_at(offset, len);
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        let mut data = Vec::new();
+        file.take(crate::logs::MAX_READ_BYTES)
+            .read_to_end(&mut data)
+            .await?;
+        let next = offset + data.len() as u64;
+        Ok((data, next))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_takes_last_lines() {
-        let cases: &[(&str, usize, &str)] = &[
-            ("a\nb\nc\n", 2, "b\nc\n"),
-            ("a\nb\nc", 2, "b\nc"),
-            ("a\nb\nc\n", 5, "a\nb\nc\n"),
-            ("a\nb\nc\n", 1, "c\n"),
-            ("a\nb\n", 0, ""),
-            ("", 3, ""),
-        ];
-        for (data, n, want) in cases {
-            assert_eq!(tail(data.as_bytes(), *n), want.as_bytes(), "{data:?} {n}");
-        }
-    }
-
-    #[test]
-    fn newest_half_cuts_at_a_line() {
-        assert_eq!(newest_half(b"0123456789\nabcdef\n", 16), b"abcdef\n");
-        assert_eq!(newest_half(b"short\n", 100), b"short\n");
-        assert_eq!(newest_half(b"0123456789", 8), b"6789");
-    }
 
     #[test]
     fn prune_keeps_the_previous_attempt() {

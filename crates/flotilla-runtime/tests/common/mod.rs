@@ -80,3 +80,15 @@ pub async fn wait_listening(rt: &impl PodRuntime, sandbox: &SandboxId, port: u16
 pub async fn logs(rt: &impl PodRuntime, id: &ContainerId) -> String {
     String::from_utf8(rt.read_logs(id, false, None).await.expect("logs")).expect("utf-8")
 }
+
+pub async fn wait_log(rt: &impl PodRuntime, id: &ContainerId, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !logs(rt, id).await.contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} not in {:?}",
+            logs(rt, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
