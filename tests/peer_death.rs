@@ -336,6 +336,9 @@ impl Drop for LocalCluster {
         }
         let _ = self.up.kill();
         let _ = self.up.wait();
+        for peer in std::fs::read_dir(&self.data_dir).into_iter().flatten().flatten() {
+            flotilla_blackbox::remove_pod_cgroups(&peer.path());
+        }
     }
 }
 

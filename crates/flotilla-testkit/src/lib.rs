@@ -365,11 +365,36 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        for p in &self.peers {
+            remove_pod_cgroups(&p.data_dir);
+        }
         if std::thread::panicking() {
             // Keep the evidence of a failed test.
             let kept = self.dir.path().to_path_buf();
             eprintln!("cluster files kept in {}", kept.display());
             std::mem::forget(std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")));
+        }
+    }
+}
+
+/// Removes the cgroups a dead peer's process runtime made for its Pods,
+/// which outlive the peer and its data directory. Its Pods die with it, a
+/// moment after it: a cgroup still holding one is retried, for a bounded
+/// while.
+pub fn remove_pod_cgroups(data_dir: &std::path::Path) {
+    fn remove(dir: &std::path::Path) -> bool {
+        let children = std::fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+        let all = children.fold(true, |ok, child| remove(&child.path()) && ok);
+        all && (std::fs::remove_dir(dir).is_ok() || !dir.exists())
+    }
+    let listed = data_dir.join("pods").join(flotilla_runtime::process::CGROUPS_FILE);
+    let Ok(text) = std::fs::read_to_string(listed) else { return };
+    for dir in text.lines().map(std::path::Path::new) {
+        for _ in 0..40 {
+            if remove(dir) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

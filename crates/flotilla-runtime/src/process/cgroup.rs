@@ -179,6 +179,11 @@ impl Cgroups {
         }
     }
 
+    /// This peer's parent of its Pods' cgroups, in each hierarchy.
+    pub(crate) fn node_dirs(&self) -> Vec<PathBuf> {
+        self.group(&[]).all_dirs().cloned().collect()
+    }
+
     /// The Pod's cgroup, holding all of its processes.
     pub(crate) fn pod(&self, uid: &str) -> Group {
         self.group(&[uid])

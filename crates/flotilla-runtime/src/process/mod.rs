@@ -84,6 +84,9 @@ use cgroup::{Cgroups, Group};
 use records::parse_container_id;
 use spawn::probe_namespaces;
 
+/// The file in the state directory naming the directories of this peer's
+/// Pod cgroups, one per line.
+pub const CGROUPS_FILE: &str = "cgroups";
 /// Where a container looks for programs unless its env says otherwise.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const HOLDER_PROGRAMS: &[&str] = &["/usr/bin/sleep", "/bin/sleep"];
@@ -241,6 +244,11 @@ impl ProcessRuntime {
                 limitations.push("no cgroup freezer: a Pod's processes are killed in rounds, which a process forking fast enough may outrun".into());
             }
             cgroup::kill_leftovers(cgroups, &state_dir);
+            // Where this peer's Pod cgroups live, for whoever cleans up
+            // after the peer is gone (the test kit does; a directory's
+            // cgroups outlive it).
+            let dirs: String = cgroups.node_dirs().iter().map(|d| format!("{}\n", d.display())).collect();
+            std::fs::write(state_dir.join(CGROUPS_FILE), dirs)?;
         }
         let isolated = holder_program.is_some();
         let capabilities = Capabilities {
