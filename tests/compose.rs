@@ -289,6 +289,37 @@ async fn every_nemesis_bites() {
     let asked = async { Client::connect(&project.addr(paused)).await.ok()?.local_status().await.ok() };
     assert!(matches!(tokio::time::timeout(Duration::from_secs(10), asked).await, Ok(Some(_))), "a thawed peer stays silent");
 
+    // SIGKILL of the peer process alone (kill-peer): its container, the
+    // machine, runs on, yet no process of its Pods outlives the fence
+    // window; the keeper starts the peer again once the fault is lifted.
+    let victim = 3u64;
+    let name = &cs[victim as usize - 1].name;
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: forker}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: peer{victim}}}\n  containers:\n  - name: main\n    image: flotilla:local\n    command: [\"sh\", \"-c\", \"sleep 3611 & sleep 3612 & wait\"]\n"
+    );
+    ok(&cli(&project.addr(1), &["apply", "-f", "-"], Some(&pod)), "apply the forking Pod");
+    let sleeps = |name: &str| {
+        let top = ok(&Command::new("docker").args(["top", name]).output().expect("docker top"), "docker top");
+        top.lines().filter(|l| l.contains("sleep 3611") || l.contains("sleep 3612")).count()
+    };
+    let deadline = Instant::now() + SETTLE;
+    while sleeps(name) < 2 {
+        assert!(Instant::now() < deadline, "the forking Pod never ran on peer{victim}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    docker(&["exec", name, "sh", "-c", "touch /tmp/peer-down && kill -KILL $(cat /tmp/peer.pid)"]);
+    let killed = Instant::now();
+    while sleeps(name) > 0 {
+        assert!(killed.elapsed() < Duration::from_millis(1_200), "the Pod's processes outlived their peer's fence window");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = ok(&Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", name]).output().expect("docker inspect"), "docker inspect");
+    assert_eq!(running.trim(), "true", "the container went down with its peer");
+    let asked = async { Client::connect(&project.addr(victim)).await.ok()?.local_status().await.ok() };
+    assert!(!matches!(tokio::time::timeout(Duration::from_secs(2), asked).await, Ok(Some(_))), "the killed peer still answers");
+    docker(&["exec", name, "rm", "-f", "/tmp/peer-down"]);
+    agreed_leader(&project, &[1, 2, 3, 4, 5]).await;
+
     // Clocks an hour ahead stamp an hour ahead; set back, the cluster's
     // time does not go back with them.
     let real_before = std::time::SystemTime::now();
