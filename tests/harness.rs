@@ -367,6 +367,11 @@ impl Drop for Cluster {
     }
 }
 
+/// The Job of the Kubernetes Pod overview, as it stands.
+pub fn seed_job() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/flotilla-api/tests/golden/job.yaml")).unwrap()
+}
+
 /// A ConfigMap-shaped object holding one value, for store tests.
 pub fn config_map(value: &str) -> String {
     serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "v": value } }).to_string()
