@@ -1,4 +1,5 @@
-//! Small clusters: one peer alone, and one voter with learners.
+//! Small clusters: one peer alone, one voter with learners, and a
+//! one-peer cluster growing to three and five voters.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -180,4 +181,86 @@ async fn one_voter_with_learners_keeps_every_node_ready_and_a_cut_off_learner_fe
     let ready = all_nodes_ready(&cluster, 2).await;
     assert!(ready.iter().all(|(_, r)| *r), "{ready:?}\n{}", cluster.logs_tail());
     exec_true(&cluster, 2, "on-1").await.unwrap_or_else(|e| panic!("the voter's Pod stopped: {e}\n{}", cluster.logs_tail()));
+}
+
+/// Two initial peers with room for three voters bootstrap as one voter and
+/// a learner, never as two voters where losing either stops the cluster;
+/// `cluster status` says what the cluster survives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_are_one_voter_and_a_learner_and_status_says_what_they_survive() {
+    let cluster = Cluster::start(2, Options::default());
+    let status = cluster.wait_status(1, "both peers members", FORM, |s| s.has_leader && s.peers.len() == 2).await;
+    assert_eq!((status.voters, status.learners, status.failures_tolerated), (vec![1], vec![2], 0));
+    cluster.wait_nodes_ready(1, 2, FORM).await;
+    let out = flotilla_blackbox::cli(&cluster.addr_of(2), &["cluster", "status"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("survives no voter failure: writes stop while peer 1 (the one voter) is down"), "{table}");
+}
+
+/// A one-peer cluster with a running Deployment grows to three peers and
+/// then five (`max_voters = 5`): the voters become 3, then 5, in single
+/// steps (never 2 or 4); writes succeed throughout; no Pod restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_peer_cluster_grows_to_three_and_five_voters_without_restarting_a_pod() {
+    let mut cluster = Cluster::start(1, Options { max_voters: 5, ..Options::default() });
+    cluster.wait_leader(FORM).await;
+    cluster.wait_nodes_ready(1, 1, FORM).await;
+    let dir = cluster.dir.path().join("runs");
+    std::fs::create_dir(&dir).unwrap();
+    apply(&cluster, 1, &recorders(&dir, 3));
+    let before = wait_pods(&cluster, 1, "three recorders running", SETTLE, |p| running(p).len() == 3).await;
+    let uids: Vec<Value> = before.iter().map(|p| p["metadata"]["uid"].clone()).collect();
+
+    // A writer through peer 1 for the whole growth: every write succeeds.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut c = cluster.client(1).await;
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                let written = c.put(key("ConfigMap", "default", &format!("w{n}")), config_map(&n.to_string()), Expect::Absent).await;
+                if let Err(e) = written {
+                    return Err(format!("write w{n} failed after {:?}: {e}", at.elapsed()));
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(n)
+        })
+    };
+    let mut voter_counts = std::collections::BTreeSet::new();
+    for (joiners, voters) in [(2..=3, 3usize), (4..=5, 5)] {
+        for id in joiners {
+            cluster.add_peer_process(id);
+        }
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let s = cluster.client(1).await.local_status().await.unwrap();
+            voter_counts.insert(s.voters.len());
+            if s.voters.len() == voters && s.peers.len() == voters {
+                break;
+            }
+            assert!(Instant::now() < deadline, "voters never became {voters}: {s:?}\n{}", cluster.logs_tail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Out of the joint configuration, five voters survive two failures.
+    let status = cluster.wait_status(4, "five voters, two failures survived", FORM, |s| s.failures_tolerated == 2).await;
+    assert_eq!(status.voters, vec![1, 2, 3, 4, 5]);
+    assert!(!voter_counts.contains(&2) && !voter_counts.contains(&4), "the voters passed through {voter_counts:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap().unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs_tail()));
+    assert!(written > 0);
+
+    let after = wait_pods(&cluster, 5, "the recorders", SETTLE, |p| running(p).len() == 3).await;
+    let now: Vec<Value> = after.iter().map(|p| p["metadata"]["uid"].clone()).collect();
+    assert_eq!(now, uids, "the Deployment's Pods were replaced");
+    for p in &after {
+        assert_eq!(p.pointer("/status/containerStatuses/0/restartCount"), Some(&Value::from(0)), "{p:#}");
+    }
+    assert!(starts(&dir).values().all(|n| *n == 1), "a Pod started twice: {:?}", starts(&dir));
+    let names: Vec<String> = after.iter().map(|p| name(p).to_string()).collect();
+    wait_exec(&cluster, &names).await;
 }
