@@ -239,6 +239,7 @@ async fn a_one_peer_cluster_grows_to_three_and_five_voters_without_restarting_a_
         loop {
             let s = cluster.client(1).await.local_status().await.unwrap();
             voter_counts.insert(s.voters.len());
+            assert!(s.has_leader && s.leader == 1, "the leader changed while the cluster grew: {s:?}\n{}", cluster.logs_tail());
             if s.voters.len() == voters && s.peers.len() == voters {
                 break;
             }

@@ -30,10 +30,10 @@ fn processes_with(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
-fn up(dir: &Path, base_port: u16) -> Child {
+fn up(dir: &Path, base_port: u16, peers: usize) -> Child {
     let out = std::fs::File::create(dir.join("up.out")).unwrap();
     Command::new(flotilla_bin())
-        .args(["up", "--peers", "2", "--data-dir"])
+        .args(["up", "--peers", &peers.to_string(), "--data-dir"])
         .arg(dir)
         .args(["--base-port", &base_port.to_string()])
         .stdin(Stdio::null())
@@ -54,11 +54,12 @@ async fn wait_until(what: &str, dir: &Path, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_stops_its_peers_and_their_pods_on_sighup_sigterm_and_sigkill() {
-    for signal in [libc::SIGHUP, libc::SIGTERM, libc::SIGKILL] {
+    // One peer, the smallest cluster `up` makes, and two.
+    for (signal, peer_count) in [(libc::SIGHUP, 1), (libc::SIGTERM, 2), (libc::SIGKILL, 2)] {
         let dir = tempfile::tempdir().unwrap();
         let base_port = rand::random_range(20_000..60_000u16);
         let marker = format!("up-test-pod-{}", rand::random::<u64>());
-        let mut child = up(dir.path(), base_port);
+        let mut child = up(dir.path(), base_port, peer_count);
         let printed = || std::fs::read_to_string(dir.path().join("up.out")).unwrap_or_default();
         wait_until("the cluster to form", dir.path(), || printed().contains("Flotilla is up")).await;
 
@@ -75,7 +76,7 @@ async fn up_stops_its_peers_and_their_pods_on_sighup_sigterm_and_sigkill() {
         wait_until("the Pods' processes", dir.path(), || processes_with(&marker).len() == 2).await;
         let data_dir = dir.path().canonicalize().unwrap().display().to_string();
         let peers = processes_with(&format!("{data_dir}/peer"));
-        assert_eq!(peers.len(), 2, "{peers:?}");
+        assert_eq!(peers.len(), peer_count, "{peers:?}");
 
         // SAFETY: a signal to the child this test started.
         unsafe { libc::kill(child.id() as i32, signal) };
