@@ -233,6 +233,7 @@ impl ProcessRuntime {
                     let (reader, writer) = io::pipe()?;
                     status_reader = Some(reader);
                     setup.init_status = Some(writer.into());
+                    setup.command_line = sys::command_line_region();
                     setup.in_pid_namespace = true;
                     for (kind, flag) in [
                         ("net", libc::CLONE_NEWNET),

@@ -134,6 +134,7 @@ pub(super) fn probe_namespaces(program: &Path) -> io::Result<()> {
         hostname: Some(c"flotilla-probe".to_owned()),
         loopback_up: true,
         init_status: Some(status_writer.into()),
+        command_line: super::sys::command_line_region(),
         ..ChildSetup::default()
     };
     let mut command = std::process::Command::new(program);

@@ -164,6 +164,20 @@ pub(crate) struct ChildSetup {
     /// stays to forward signals, reap orphans and end with the program,
     /// writing the program's wait status here first (see [`run_init`]).
     pub init_status: Option<OwnedFd>,
+    /// Where the peer's command line lies in memory ([`command_line_region`]):
+    /// the init writes its own name over its copy.
+    pub command_line: Option<(usize, usize)>,
+}
+
+/// Where this process's command line lies in its memory (`arg_start` and
+/// `arg_end` of `/proc/self/stat`), read once, before any fork.
+pub(crate) fn command_line_region() -> Option<(usize, usize)> {
+    static REGION: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    *REGION.get_or_init(|| {
+        let fields = stat_fields(std::process::id() as i32)?;
+        // Fields 48 and 49; those after the name start at field 3.
+        Some((fields.get(45)?.parse().ok()?, fields.get(46)?.parse().ok()?))
+    })
 }
 
 /// A pidfd of this process, opened once: a child polls it to learn whether
@@ -257,12 +271,15 @@ impl ChildSetup {
                 check(libc::chdir(dir.as_ptr()))?;
             }
             if let Some(status) = &self.init_status {
-                run_init(status.as_raw_fd())?;
+                run_init(status.as_raw_fd(), self.command_line)?;
             }
         }
         Ok(())
     }
 }
+
+/// The name and command line of a container's init.
+static INIT_NAME: &[u8] = b"flotilla-init\0";
 
 /// Forks the container's program and, in the original child, stays as
 /// the container's init until the program ends; returns only in the
@@ -279,7 +296,7 @@ impl ChildSetup {
 ///
 /// # Safety
 /// Only from [`ChildSetup::run`]: it forks, and the init half never returns.
-unsafe fn run_init(status_fd: RawFd) -> io::Result<()> {
+unsafe fn run_init(status_fd: RawFd, command_line: Option<(usize, usize)>) -> io::Result<()> {
     unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut before: libc::sigset_t = std::mem::zeroed();
@@ -300,8 +317,18 @@ unsafe fn run_init(status_fd: RawFd) -> io::Result<()> {
             return Ok(());
         }
         let program = program as libc::pid_t;
-        // Shown by ps and top instead of the peer's name, which a fork keeps.
-        libc::prctl(libc::PR_SET_NAME, c"flotilla-init".as_ptr(), 0, 0, 0);
+        // Shown by ps and top instead of the peer's name and command line,
+        // which a fork keeps: an init is not a peer. The command line is
+        // this process's own copy of the peer's, overwritten in place.
+        libc::prctl(libc::PR_SET_NAME, INIT_NAME.as_ptr(), 0, 0, 0);
+        if let Some((start, end)) = command_line
+            && end > start
+        {
+            let region = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+            region.fill(0);
+            let name = &INIT_NAME[..INIT_NAME.len().min(region.len()) - 1];
+            region[..name.len()].copy_from_slice(name);
+        }
         // Only the status pipe stays open: the log pipe and the spawn's
         // error pipe must reach their end when the program's copies close.
         if status_fd > 0 {
