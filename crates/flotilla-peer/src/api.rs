@@ -475,7 +475,7 @@ impl PeerCore {
         let learners: Vec<u64> = membership.learner_ids().collect();
         let leader = m.current_leader;
         let silence_limit = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
-        let peers: Vec<PeerStatus> = membership
+        let peers = membership
             .nodes()
             .map(|(&id, node)| {
                 let voter = voters.contains(&id);
@@ -509,7 +509,6 @@ impl PeerCore {
                 }
             })
             .collect();
-        let down = peers.iter().filter(|p| p.voter && p.state == "unreachable").map(|p| p.id).collect();
         StatusResponse {
             cluster_id: self.membership.cluster_id(),
             answered_by: self.id,
@@ -523,7 +522,6 @@ impl PeerCore {
             learners,
             peers,
             max_voters: self.config.max_voters,
-            failures_tolerated: crate::lease::failures_tolerated(membership.get_joint_config(), &down),
         }
     }
 }
