@@ -11,9 +11,13 @@ const FORM: Duration = Duration::from_secs(30);
 async fn joiners_fill_free_voter_seats_then_stay_learners_that_replicate_but_do_not_vote() {
     let mut cluster = Cluster::start(1, Options::default());
     cluster.wait_leader(FORM).await;
-    for id in 2..=5 {
-        cluster.add_peer_process(id);
-    }
+    // The first two joiners take the free seats together, once both have
+    // caught up; later joiners stay learners.
+    cluster.add_peer_process(2);
+    cluster.add_peer_process(3);
+    cluster.wait_status(1, "three voters", FORM, |s| s.voters.len() == 3).await;
+    cluster.add_peer_process(4);
+    cluster.add_peer_process(5);
     let status = cluster
         .wait_status(1, "three voters and two learners", FORM, |s| s.voters.len() == 3 && s.learners.len() == 2)
         .await;

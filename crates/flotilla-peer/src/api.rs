@@ -475,7 +475,7 @@ impl PeerCore {
         let learners: Vec<u64> = membership.learner_ids().collect();
         let leader = m.current_leader;
         let silence_limit = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
-        let peers = membership
+        let peers: Vec<PeerStatus> = membership
             .nodes()
             .map(|(&id, node)| {
                 let voter = voters.contains(&id);
@@ -509,6 +509,7 @@ impl PeerCore {
                 }
             })
             .collect();
+        let down = peers.iter().filter(|p| p.voter && p.state == "unreachable").map(|p| p.id).collect();
         StatusResponse {
             cluster_id: self.membership.cluster_id(),
             answered_by: self.id,
@@ -522,6 +523,7 @@ impl PeerCore {
             learners,
             peers,
             max_voters: self.config.max_voters,
+            failures_tolerated: crate::lease::failures_tolerated(membership.get_joint_config(), &down),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod identity;
 pub mod leader;
+pub mod lease;
 pub mod membership;
 pub mod node;
 pub mod nodes;

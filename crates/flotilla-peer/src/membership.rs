@@ -2,8 +2,10 @@
 //! the number of voters at its cap.
 //!
 //! Every peer holds the whole state. At most `max_voters` of them vote;
-//! the rest are learners that replicate everything. The leader promotes a
-//! caught-up learner when a voter seat is free, and replaces a voter it has
+//! the rest are learners that replicate everything. The voters are always
+//! an odd number: a cluster bootstraps with the largest odd number its
+//! initial peers allow, and the leader promotes caught-up learners two at
+//! a time (1 -> 3 -> 5, see [`review_voters`]). It replaces a voter it has
 //! not heard from for `replace_voter_after_ms` (the old voter stays a
 //! learner and catches up when it returns).
 //!
@@ -167,7 +169,7 @@ impl ClusterMembership {
         }
         let voters: BTreeMap<u64, PeerNode> = initial
             .iter()
-            .take(self.config.max_voters as usize)
+            .take(initial_voters(initial.len(), self.config.max_voters as usize))
             .map(|p| (p.id, PeerNode::new(p.addr.clone(), incarnations.get(&p.id).cloned().unwrap_or_default())))
             .collect();
         match raft.initialize(voters.clone()).await {
@@ -274,8 +276,8 @@ impl ClusterMembership {
         }
     }
 
-    /// On the leader, forever: promote learners into free voter seats and
-    /// replace voters that have been silent too long.
+    /// On the leader, forever: grow the voters to their cap and replace
+    /// voters that have been silent too long, as [`review_voters`] decides.
     pub async fn reconcile_voters(self: Arc<Self>, raft: Raft, mut shutdown: watch::Receiver<bool>) {
         let replace_after = Duration::from_millis(self.config.timing.replace_voter_after_ms);
         let mut leading_since: Option<Instant> = None;
@@ -299,8 +301,6 @@ impl ClusterMembership {
             if membership.nodes().any(|(_, n)| n.incarnation.is_empty()) && self.learn_incarnations(&raft, membership).await {
                 continue;
             }
-            let voters: BTreeSet<u64> = membership.voter_ids().collect();
-            let learners: BTreeSet<u64> = membership.learner_ids().collect();
             let last = m.last_log_index.unwrap_or(0);
             let matched = |id: u64| -> u64 {
                 m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map_or(0, |l| l.index)
@@ -317,32 +317,144 @@ impl ClusterMembership {
                     None => since.elapsed(),
                 }
             };
-            let healthy = |id: u64| silent_for(id) < Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
-            let candidate = learners.iter().copied().find(|&l| healthy(l) && matched(l) + CATCH_UP_SLACK >= last);
-            let max = self.config.max_voters as usize;
-            let change = if voters.len() < max {
-                candidate.map(|l| {
-                    tracing::info!(learner = l, "promoting a learner to voter");
-                    ChangeMembers::AddVoterIds(BTreeSet::from([l]))
+            let healthy_within = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let members: Vec<Member> = membership
+                .nodes()
+                .map(|(&id, _)| Member {
+                    id,
+                    voter: voters.contains(&id),
+                    caught_up: matched(id) + CATCH_UP_SLACK >= last,
+                    silent_for: silent_for(id),
                 })
-            } else {
-                let dead = voters.iter().copied().find(|&v| silent_for(v) >= replace_after);
-                match (dead, candidate) {
-                    (Some(d), Some(l)) => {
-                        tracing::warn!(voter = d, learner = l, "replacing a voter silent for {:?}", silent_for(d));
-                        let mut next = voters.clone();
-                        next.remove(&d);
-                        next.insert(l);
-                        Some(ChangeMembers::ReplaceAllVoters(next))
-                    }
-                    _ => None,
+                .collect();
+            let change = match review_voters(&members, self.config.max_voters as usize, healthy_within, replace_after) {
+                Some(VoterChange::Promote(learners)) => {
+                    tracing::info!(?learners, "promoting learners to voters");
+                    Some(ChangeMembers::AddVoterIds(learners))
                 }
+                Some(VoterChange::Replace { voter, learner }) => {
+                    tracing::warn!(voter, learner, "replacing a voter silent for {:?}", silent_for(voter));
+                    let mut next = voters.clone();
+                    next.remove(&voter);
+                    next.insert(learner);
+                    Some(ChangeMembers::ReplaceAllVoters(next))
+                }
+                None => None,
             };
             if let Some(change) = change
                 && let Err(e) = raft.change_membership(change, true).await
             {
                 tracing::warn!("membership change failed: {e}");
             }
+        }
+    }
+}
+
+/// One member as the leader sees it when it reviews the voters.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub id: u64,
+    pub voter: bool,
+    /// Within `CATCH_UP_SLACK` entries of the leader's log.
+    pub caught_up: bool,
+    /// Since the leader last heard from it (zero for the leader itself).
+    pub silent_for: Duration,
+}
+
+/// A change of the voter set the leader should make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VoterChange {
+    /// These caught-up learners become voters, in one membership change.
+    Promote(BTreeSet<u64>),
+    /// A voter silent for too long gives its seat to a caught-up learner.
+    Replace { voter: u64, learner: u64 },
+}
+
+/// The voter policy. Voters grow to the largest odd number the caught-up
+/// learners and `max_voters` allow, in one step (1 -> 3, 3 -> 5, even
+/// 1 -> 5): an even number of voters survives no more failures than one
+/// fewer and needs more of them to commit, so the cluster never stops at
+/// 2 or 4 on the way. A voter silent for `replace_after` is replaced by a
+/// caught-up learner. Shrinking is left to the operator.
+pub fn review_voters(members: &[Member], max_voters: usize, healthy_within: Duration, replace_after: Duration) -> Option<VoterChange> {
+    let voters = members.iter().filter(|m| m.voter).count();
+    let mut candidates = members.iter().filter(|m| !m.voter && m.caught_up && m.silent_for < healthy_within).map(|m| m.id);
+    let reachable = max_voters.min(voters + candidates.clone().count());
+    let target = if reachable % 2 == 1 { reachable } else { reachable.saturating_sub(1) };
+    if target > voters {
+        return Some(VoterChange::Promote(candidates.take(target - voters).collect()));
+    }
+    let dead = members.iter().find(|m| m.voter && m.silent_for >= replace_after)?;
+    Some(VoterChange::Replace { voter: dead.id, learner: candidates.next()? })
+}
+
+/// How many voters a cluster bootstraps with: the largest odd number the
+/// initial peers and `max_voters` allow. The others join as learners.
+pub fn initial_voters(initial_peers: usize, max_voters: usize) -> usize {
+    let n = initial_peers.min(max_voters).max(1);
+    if n % 2 == 1 { n } else { n - 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEALTHY: Duration = Duration::from_millis(800);
+    const REPLACE: Duration = Duration::from_secs(30);
+
+    /// `v` a voter, `l` a caught-up learner, `b` a learner behind, `s` a
+    /// silent learner, `d` a voter silent past the replacement time; ids
+    /// count from 1.
+    fn members(shape: &str) -> Vec<Member> {
+        shape
+            .chars()
+            .enumerate()
+            .map(|(i, c)| Member {
+                id: i as u64 + 1,
+                voter: c == 'v' || c == 'd',
+                caught_up: c != 'b',
+                silent_for: match c {
+                    'd' => REPLACE,
+                    's' => HEALTHY,
+                    _ => Duration::ZERO,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn voters_grow_in_odd_steps_and_dead_voters_are_replaced() {
+        let promote = |ids: &[u64]| Some(VoterChange::Promote(ids.iter().copied().collect()));
+        // (situation, members, max_voters, expected)
+        let rows: &[(&str, &str, usize, Option<VoterChange>)] = &[
+            ("one peer alone", "v", 3, None),
+            ("one voter, one learner: never two voters", "vl", 3, None),
+            ("one voter, two caught-up learners: 1 -> 3 at once", "vll", 3, promote(&[2, 3])),
+            ("one voter, one learner behind", "vlb", 3, None),
+            ("one voter, one learner silent", "vls", 3, None),
+            ("one voter, learners beyond the cap", "vllll", 3, promote(&[2, 3])),
+            ("max 1: learners stay learners", "vll", 1, None),
+            ("max 5, four caught up: 1 -> 5 at once", "vllll", 5, promote(&[2, 3, 4, 5])),
+            ("max 5, three caught up: 1 -> 3", "vlll", 5, promote(&[2, 3])),
+            ("three voters, one learner: never four", "vvvl", 5, None),
+            ("three voters, two learners: 3 -> 5", "vvvll", 5, promote(&[4, 5])),
+            ("three voters at the cap", "vvvll", 3, None),
+            ("two voters (bootstrapped so): 2 -> 3", "vvl", 3, promote(&[3])),
+            ("two voters, nobody to promote", "vv", 3, None),
+            ("a voter silent too long, a learner ready", "vdvl", 3, Some(VoterChange::Replace { voter: 2, learner: 4 })),
+            ("a voter silent too long, no learner ready", "vdvb", 3, None),
+            ("below the cap, a dead voter and one learner", "vdvl", 5, Some(VoterChange::Replace { voter: 2, learner: 4 })),
+        ];
+        for (situation, shape, max, want) in rows {
+            assert_eq!(&review_voters(&members(shape), *max, HEALTHY, REPLACE), want, "{situation}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_bootstraps_with_an_odd_number_of_voters() {
+        for (peers, max, want) in [(1, 3, 1), (2, 3, 1), (3, 3, 3), (4, 5, 3), (5, 5, 5), (9, 5, 5), (2, 1, 1), (3, 1, 1)] {
+            assert_eq!(initial_voters(peers, max), want, "{peers} peers, max_voters {max}");
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::PeerCore;
+use crate::lease::{LeaderView, lease};
 use crate::node::PEER_ADDRESS_ANNOTATION;
 
 /// Marks a call one peer forwarded to another, which must serve it itself:
@@ -40,20 +41,17 @@ pub struct NodesService {
 }
 
 /// The leader's side of a heartbeat: answered only while this peer leads
-/// with a lease a quorum confirmed within the minimum election timeout,
-/// so no peer is told "keep running" by a deposed leader.
+/// with a lease it can prove (see [`crate::lease`]), so no peer is told
+/// "keep running" by a deposed leader.
 pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
     let metrics = core.raft.metrics().borrow_watched().clone();
-    if metrics.current_leader != Some(core.id) {
-        return Err("not the leader".into());
-    }
-    let lease_ms = core.config.timing.election_timeout_min_ms;
-    match metrics.last_quorum_acked.map(|at| at.elapsed().as_millis() as u64) {
-        Some(ms) if ms < lease_ms => {}
-        // A single-voter cluster is its own quorum.
-        None if metrics.membership_config.membership().voter_ids().count() == 1 => {}
-        _ => return Err("the leader's lease has run out".into()),
-    }
+    let view = LeaderView {
+        me: core.id,
+        leader: metrics.current_leader,
+        voters: metrics.membership_config.membership().voter_ids().collect(),
+        quorum_acked_ago: metrics.last_quorum_acked.map(|at| at.elapsed()),
+    };
+    lease(&view, Duration::from_millis(core.config.timing.election_timeout_min_ms)).map_err(|e| e.to_string())?;
     core.liveness.record(metrics.current_term, node_name);
     Ok(())
 }

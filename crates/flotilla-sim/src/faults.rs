@@ -64,16 +64,36 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
+/// Whether fault kind `kind` (as `schedule` draws it) means anything for
+/// `peers` peers. One peer has no network to cut. Fewer than three peers
+/// have one voter, the only holder of acknowledged writes: wiping its disk
+/// loses them by design, so no disk is wiped there.
+fn applies(kind: u32, peers: usize) -> bool {
+    match kind {
+        0..=3 => peers >= 2,
+        7 => peers >= 3,
+        _ => true,
+    }
+}
+
 /// The faults of `seed` for `peers` peers between `from_ms` and `until_ms`.
 /// `lost_after_ms` is how long a node-loss fault must last at least.
 pub fn schedule(seed: u64, peers: usize, from_ms: u64, until_ms: u64, lost_after_ms: u64) -> Vec<Scheduled> {
-    assert!(peers >= 2, "faults between peers need two of them");
+    assert!(peers >= 1, "a cluster has a peer");
     let mut rng = StdRng::seed_from_u64(seed ^ SCHEDULE_STREAM);
     let mut out = Vec::new();
     let mut at = from_ms + rng.random_range(0..1_000);
     while at < until_ms {
         let peer = rng.random_range(0..peers);
-        let (fault, duration_ms) = match rng.random_range(0..9) {
+        // Drawn again until it applies: three and five peers draw exactly
+        // what they always did.
+        let kind = loop {
+            let kind = rng.random_range(0..9);
+            if applies(kind, peers) {
+                break kind;
+            }
+        };
+        let (fault, duration_ms) = match kind {
             0 => (Fault::Isolate(peer), rng.random_range(500..6_000)),
             1 => {
                 let mut all: Vec<usize> = (0..peers).collect();
@@ -127,5 +147,18 @@ mod tests {
             .map(|s| format!("{:?}", s.fault).split('(').next().unwrap().to_string())
             .collect();
         assert_eq!(kinds.len(), 9, "{kinds:?}");
+    }
+
+    #[test]
+    fn small_clusters_draw_only_faults_that_apply_to_them() {
+        let kinds = |peers| -> std::collections::BTreeSet<String> {
+            (0..50)
+                .flat_map(|seed| schedule(seed, peers, 0, 60_000, 2_000))
+                .map(|s| format!("{:?}", s.fault).split('(').next().unwrap().to_string())
+                .collect()
+        };
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<std::collections::BTreeSet<_>>();
+        assert_eq!(kinds(1), names(&["Crash", "CrashLeader", "NodeLoss", "SlowDisk"]));
+        assert_eq!(kinds(2), names(&["Crash", "CrashLeader", "Delay", "Drop", "Isolate", "NodeLoss", "SlowDisk", "Split"]));
     }
 }

@@ -10,6 +10,7 @@
 //! the cluster must converge within a bound.
 
 pub mod check;
+mod config;
 pub mod faults;
 pub mod net;
 
@@ -37,6 +38,7 @@ use flotilla_runtime::fake::FakeRuntime;
 use tonic::transport::Endpoint;
 
 use crate::check::{Checker, PeerView, STATEFULSET};
+use crate::config::peer_config;
 use crate::faults::{Fault, Scheduled};
 
 /// The port every simulated peer serves on.
@@ -55,7 +57,8 @@ const SLOW_CHECK_EVERY_STEPS: u64 = 100;
 /// objects are the same on every replay.
 const EPOCH_UNIX_S: u64 = 1_795_000_000;
 /// The Deployment's and StatefulSet's sizes, and what each Pod asks for
-/// (nodes have 2,000m: four Pods each).
+/// (nodes have 2,000m: four Pods each; twice that in clusters of one or two
+/// peers, so that every Pod fits on one node).
 pub const DEPLOYMENT_REPLICAS: usize = 4;
 pub const STATEFULSET_REPLICAS: usize = 3;
 const POD_CPU: &str = "500m";
@@ -223,53 +226,6 @@ impl Shared {
         let ms = sim_now_ms() - EPOCH_UNIX_S * 1000;
         self.trace.push(format!("{ms:>7} {event}"));
     }
-}
-
-fn peer_config(index: usize, peers: usize, dir: &std::path::Path, bug: Option<PlantedBug>) -> PeerConfig {
-    let id = index + 1;
-    let ip = turmoil::lookup(format!("peer-{id}"));
-    let entries: String =
-        (1..=peers).map(|p| format!("[[peers]]\nid = {p}\naddr = \"peer-{p}:{PORT}\"\n\n")).collect();
-    let text = format!(
-        r#"id = {id}
-cluster = "sim"
-listen = "{ip}:{PORT}"
-advertise = "peer-{id}:{PORT}"
-data_dir = "{dir}"
-max_voters = {voters}
-
-{entries}
-[timing]
-heartbeat_ms = 50
-election_timeout_min_ms = 200
-election_timeout_max_ms = 400
-replace_voter_after_ms = 3600000
-node_heartbeat_ms = 100
-not_ready_after_ms = 600
-fence_after_ms = {FENCE_AFTER_MS}
-lost_after_ms = {LOST_AFTER_MS}
-
-[raft]
-snapshot_after_logs = 500
-keep_logs_after_snapshot = 100
-
-[node]
-name = "peer-{id}"
-runtime = "fake"
-cpu_millis = {NODE_CPU_MILLIS}
-memory_bytes = 8589934592
-restart_backoff_base_ms = 1000
-restart_backoff_max_ms = 10000
-"#,
-        dir = dir.display(),
-        voters = if peers >= 5 { 5 } else { 3 },
-    );
-    let mut config = PeerConfig::parse(&text, "simulated peer").expect("the simulated configuration is valid");
-    if bug == Some(PlantedBug::EarlyNodeLoss) {
-        // Past validation, which would refuse it.
-        config.timing.lost_after_ms = 300;
-    }
-    config
 }
 
 /// Starts one incarnation of peer `index` (at boot and after each crash).

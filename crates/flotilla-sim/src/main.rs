@@ -19,7 +19,8 @@ struct Args {
     /// The first seed of a --seeds run.
     #[arg(long, default_value_t = 1)]
     first: u64,
-    /// Peers in the simulated cluster (3 or 5).
+    /// Peers in the simulated cluster (1, 2, 3 or 5). One or two peers
+    /// have one voter; two have a learner besides.
     #[arg(long, default_value_t = 3)]
     peers: usize,
     /// Simulated milliseconds of faults after the cluster has booted.
@@ -36,8 +37,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !(args.peers == 3 || args.peers == 5) {
-        eprintln!("--peers: must be 3 or 5");
+    if ![1, 2, 3, 5].contains(&args.peers) {
+        eprintln!("--peers: must be 1, 2, 3 or 5");
         return ExitCode::from(2);
     }
     let options = |seed| SimOptions {

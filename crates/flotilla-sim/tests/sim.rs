@@ -1,5 +1,5 @@
-//! The simulator in CI: fifty seeds with every fault, exact replay, and a
-//! planted bug the invariants must catch.
+//! The simulator in CI: fifty seeds with every fault, one- and two-peer
+//! clusters, exact replay, and a planted bug the invariants must catch.
 
 use flotilla_sim::{PlantedBug, Report, SimOptions};
 
@@ -30,6 +30,19 @@ fn seeds_1_to_25_keep_every_invariant_and_converge() {
 #[test]
 fn seeds_26_to_50_keep_every_invariant_and_converge() {
     assert_clean(&run_seeds(26..=50));
+}
+
+/// One peer (the one voter, its own quorum) and two (a voter and a
+/// learner), under the faults that apply to them, keep the same
+/// invariants and converge.
+#[test]
+fn one_and_two_peer_clusters_keep_every_invariant_and_converge() {
+    let reports: Vec<Report> = [1, 2]
+        .into_iter()
+        .flat_map(|peers| (1..=4).map(move |seed| SimOptions { peers, faults_ms: 15_000, ..SimOptions::new(seed) }))
+        .map(|options| flotilla_sim::run(&options))
+        .collect();
+    assert_clean(&reports);
 }
 
 #[test]

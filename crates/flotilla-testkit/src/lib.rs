@@ -410,6 +410,11 @@ pub fn require(what: &str, available: bool) -> bool {
     available
 }
 
+/// The Job of the Kubernetes Pod overview, as it stands.
+pub fn seed_job() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../flotilla-api/tests/golden/job.yaml")).unwrap()
+}
+
 /// A ConfigMap-shaped object holding one value, for store tests.
 pub fn config_map(value: &str) -> String {
     serde_json::json!({ "apiVersion": "v1", "kind": "ConfigMap", "data": { "v": value } }).to_string()

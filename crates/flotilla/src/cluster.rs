@@ -47,6 +47,7 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
         "lastApplied": s.last_applied,
         "revision": s.revision,
         "maxVoters": s.max_voters,
+        "failuresTolerated": s.failures_tolerated,
         "voters": s.voters,
         "learners": s.learners,
         "peers": s.peers.iter().map(|p| json!({
@@ -61,18 +62,29 @@ pub fn status_json(s: &StatusResponse) -> serde_json::Value {
     })
 }
 
+/// What the cluster survives now, in a sentence.
+pub fn survives(s: &StatusResponse) -> String {
+    match s.failures_tolerated {
+        0 if s.voters.len() == 1 => format!("survives no voter failure: writes stop while peer {} (the one voter) is down", s.voters[0]),
+        0 => "survives no voter failure: losing one more voter stops writes".into(),
+        1 => "survives 1 voter failure".into(),
+        n => format!("survives {n} voter failures"),
+    }
+}
+
 pub fn status_table(s: &StatusResponse) -> String {
     let mut out = String::new();
     let leader = if s.has_leader { s.leader.to_string() } else { "none".into() };
     out.push_str(&format!(
-        "cluster {}  leader {}  term {}  commit {}  revision {}  voters {}/{}\n",
+        "cluster {}  leader {}  term {}  commit {}  revision {}  voters {}/{}\n{}\n",
         s.cluster_id,
         leader,
         s.term,
         s.commit_index,
         s.revision,
         s.voters.len(),
-        s.max_voters
+        s.max_voters,
+        survives(s)
     ));
     out.push_str(&format!("{:<6} {:<22} {:<12} {:<7} {:>9} {:>9}\n", "PEER", "ADDRESS", "STATE", "VOTER", "MATCHED", "LAST-ACK"));
     for p in &s.peers {

@@ -1,6 +1,7 @@
 //! `flotilla up --demo`: what Flotilla is for, in a minute. A Deployment
 //! is scheduled over the local peers and run as host processes; then one
-//! peer is killed and its Pods come back on the others.
+//! peer is killed and its Pods come back on the others (on one peer there
+//! is nowhere to go, so that step is skipped).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -116,7 +117,11 @@ fn print_placement(by_node: &BTreeMap<String, Vec<String>>) {
 pub async fn run(exe: &Path, peers: &mut [LocalPeer]) -> anyhow::Result<()> {
     let mut client = Client::connect(&peers[0].addr).await?;
     println!();
-    println!("Demo: a Deployment of {REPLICAS} Pods (host processes), then a peer is killed.");
+    if peers.len() == 1 {
+        println!("Demo: a Deployment of {REPLICAS} Pods (host processes) on one peer.");
+    } else {
+        println!("Demo: a Deployment of {REPLICAS} Pods (host processes), then a peer is killed.");
+    }
     wait_nodes_ready(&mut client, peers.len()).await?;
     let applied = client
         .apply(ApplyRequest { object_json: manifest(), namespace: "default".into(), ..Default::default() })
@@ -128,6 +133,12 @@ pub async fn run(exe: &Path, peers: &mut [LocalPeer]) -> anyhow::Result<()> {
     println!("  {REPLICAS} Pods Running after {} ms:", started.elapsed().as_millis());
     print_placement(&placed);
 
+    if peers.len() == 1 {
+        println!("  Killing a peer is skipped: with one peer, its Pods have no other machine to come back on.");
+        println!("  Start more (flotilla up --peers 3 --demo) to see Pods move when a peer dies.");
+        println!();
+        return Ok(());
+    }
     let status = client.status().await?;
     let victim = placed
         .keys()

@@ -3,13 +3,16 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use flotilla_client::Client;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
 /// Peers `up` starts at most: a loopback demo, not a deployment.
 const MAX_LOCAL_PEERS: u32 = 9;
@@ -51,18 +54,86 @@ pub struct LocalPeer {
 impl LocalPeer {
     pub fn start(exe: &Path, id: u64, addr: &str, config: PathBuf, log: PathBuf) -> anyhow::Result<Self> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let child = Command::new(exe)
-            .arg("peer")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting peer {id}"))?;
+        let mut command = std::process::Command::new(exe);
+        command.arg("peer").arg("--config").arg(&config).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // Out of the terminal's process group: a hangup or a Ctrl-C
+                // reaches `up`, which stops the peers in order.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // When `up` dies, however it dies, its peers are told to
+                // stop (SIGTERM: they stop their Pods on the way out). The
+                // getppid check closes the race with an `up` that died
+                // before prctl.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let mut command = Command::from(command);
+        command.kill_on_drop(true);
+        let child = spawn_from_lasting_thread(command).with_context(|| format!("starting peer {id}"))?;
         Ok(Self { id, addr: addr.to_string(), config, log, child })
     }
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Forks `command` from one thread that lives as long as `up`:
+/// `PR_SET_PDEATHSIG` follows the forking thread, so a peer forked from a
+/// runtime worker that later exits would be told to stop while `up` runs.
+fn spawn_from_lasting_thread(mut command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        // Ends with the process: the sender is never dropped.
+        std::thread::Builder::new()
+            .name("flotilla-up-spawner".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .expect("the spawner thread starts");
+        Mutex::new(tx)
+    });
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = mpsc::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _runtime = handle.enter();
+        let _ = tx.send(command.spawn());
+    });
+    spawner.lock().expect("the spawner lock").send(job).map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv().map_err(|_| std::io::Error::other("the spawner thread dropped a spawn"))?
+}
+
+/// Resolves once `up` is asked to stop: Ctrl-C, SIGTERM, or SIGHUP (the
+/// terminal closed, an SSH session dropped). The handlers are installed
+/// once, at start, so a signal between two stages is not lost.
+fn stop_requests() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (tx, rx) = watch::channel(false);
+    // Ends at the first signal; `up` exits soon after.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
+        tx.send_replace(true);
+    });
+    Ok(rx)
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -76,6 +147,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let exe = std::env::current_exe().context("locating the flotilla binary")?;
+    let stop = stop_requests()?;
     let addrs: Vec<(u64, String)> =
         (1..=args.peers).map(|i| (u64::from(i), format!("127.0.0.1:{}", args.base_port + i as u16 - 1))).collect();
 
@@ -89,7 +161,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let formed = tokio::select! {
         r = wait_for_cluster(&addrs) => r,
-        _ = crate::peer::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+        _ = stopped(stop.clone()) => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = formed {
         stop_all(&mut peers).await;
@@ -100,7 +172,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.demo {
         let demo = tokio::select! {
             r = crate::demo::run(&exe, &mut peers) => r,
-            _ = crate::peer::shutdown_signal() => Err(anyhow::anyhow!("interrupted")),
+            _ = stopped(stop.clone()) => Err(anyhow::anyhow!("interrupted")),
         };
         if let Err(e) = demo {
             stop_all(&mut peers).await;
@@ -109,7 +181,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("Press Ctrl-C to stop the peers.");
 
-    supervise(&mut peers).await;
+    supervise(&mut peers, stop).await;
     stop_all(&mut peers).await;
     println!("all peers stopped");
     Ok(())
@@ -163,9 +235,10 @@ async fn probe(addr: &str) -> anyhow::Result<flotilla_client::api::StatusRespons
     Ok(c.status().await?)
 }
 
-/// Waits for Ctrl-C or SIGTERM, reporting any peer that exits meanwhile.
-async fn supervise(peers: &mut [LocalPeer]) {
-    let mut signal = std::pin::pin!(crate::peer::shutdown_signal());
+/// Waits until `up` is asked to stop, reporting any peer that exits
+/// meanwhile.
+async fn supervise(peers: &mut [LocalPeer], stop: watch::Receiver<bool>) {
+    let mut signal = std::pin::pin!(stopped(stop));
     let mut alive: Vec<bool> = vec![true; peers.len()];
     loop {
         tokio::select! {
