@@ -349,9 +349,7 @@ async fn no_process_of_a_local_cluster_survives_the_kill_of_every_peer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // Below the ephemeral range (32768 on), where a test's own client
-    // connections could hold the port.
-    let base_port: u16 = 20_000 + rand::random_range(0..12_000u16);
+    let base_port = flotilla_blackbox::local_base_port(3);
     let up: Child = Command::new(flotilla_blackbox::flotilla_bin())
         .args(["up", "--peers", "3", "--base-port", &base_port.to_string(), "--data-dir"])
         .arg(dir.path())

@@ -57,7 +57,7 @@ async fn up_stops_its_peers_and_their_pods_on_sighup_sigterm_and_sigkill() {
     // One peer, the smallest cluster `up` makes, and two.
     for (signal, peer_count) in [(libc::SIGHUP, 1), (libc::SIGTERM, 2), (libc::SIGKILL, 2)] {
         let dir = tempfile::tempdir().unwrap();
-        let base_port = rand::random_range(20_000..60_000u16);
+        let base_port = flotilla_blackbox::local_base_port(peer_count as u16);
         let marker = format!("up-test-pod-{}", rand::random::<u64>());
         let mut child = up(dir.path(), base_port, peer_count);
         let printed = || std::fs::read_to_string(dir.path().join("up.out")).unwrap_or_default();

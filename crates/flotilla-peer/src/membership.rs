@@ -210,15 +210,15 @@ impl ClusterMembership {
         let metrics = raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
         if let Some(current) = membership.get_node(&id) {
-            let held_nothing =
-                metrics.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).is_none();
             if current.incarnation == incarnation {
                 if current.addr == addr {
                     return Ok(());
                 }
-            } else if current.incarnation.is_empty() && held_nothing {
-                // Bootstrapped without answering, and has been sent nothing
-                // since: its directory is the one it joins with.
+            } else if current.incarnation.is_empty() {
+                // Bootstrapped without answering: the cluster never knew
+                // which directory it had, so the one it joins with is taken
+                // as that directory, as `learn_incarnations` does. It may
+                // already hold entries: it asked before they reached it.
                 let node = BTreeMap::from([(id, PeerNode::new(addr, incarnation))]);
                 return match self.record_incarnations(raft, node).await {
                     true => Ok(()),

@@ -410,6 +410,20 @@ pub fn require(what: &str, available: bool) -> bool {
     available
 }
 
+/// A first port for `flotilla up --base-port` with `peers` free ports on
+/// 127.0.0.1 from it. Chosen below the ephemeral range (32768 on), where
+/// the tests' own client connections could take a port between this check
+/// and the peers binding it.
+pub fn local_base_port(peers: u16) -> u16 {
+    for _ in 0..100 {
+        let base = rand::random_range(20_000..32_000u16);
+        if (base..base + peers).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {peers} free ports in a row on 127.0.0.1 below 32000");
+}
+
 /// The Job of the Kubernetes Pod overview, as it stands.
 pub fn seed_job() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../flotilla-api/tests/golden/job.yaml")).unwrap()
