@@ -4,7 +4,8 @@
 Reads the workspace's crates from `cargo metadata` and their sources, and
 checks the rules docs/ARCHITECTURE.md lists under "Arrows that must never
 exist": the pure crates stay free of IO, runtimes never import the peer,
-libraries never import the binary or the black-box tests.
+libraries never import the binary or the black-box tests, and no two
+modules of a crate import each other.
 """
 
 import json
@@ -15,7 +16,7 @@ from pathlib import Path
 
 # Plain synchronous Rust over plain data: no async runtime, no storage, no
 # network, no clock or randomness of their own.
-PURE = {"flotilla-api", "flotilla-store", "flotilla-scheduler", "flotilla-controllers"}
+PURE = {"flotilla-api", "flotilla-store", "flotilla-scheduler", "flotilla-controllers", "flotilla-fence"}
 # What a pure crate must not depend on, beyond the workspace's IO crates.
 IO_CRATES = {"tokio", "tonic", "rocksdb", "openraft", "bollard", "hyper", "rand", "tower", "turmoil"}
 # What a pure crate's sources must not call: clocks, randomness, files,
@@ -56,6 +57,23 @@ def strip_test_modules(text):
     return "".join(out)
 
 
+def module_cycles(package):
+    """Pairs of a crate's top-level modules that import each other (the
+    crate root, which declares them all, aside)."""
+    root = Path(package["manifest_path"]).parent / "src"
+    uses = {}
+    for path in root.rglob("*.rs"):
+        top = path.relative_to(root).parts[0].removesuffix(".rs")
+        if top in ("lib", "main"):
+            continue
+        text = strip_test_modules(path.read_text())
+        refs = set(re.findall(r"crate::(\w+)", text))
+        for group in re.findall(r"crate::\{([^}]*)\}", text):
+            refs |= {item.strip().split("::")[0] for item in group.split(",") if item.strip()}
+        uses.setdefault(top, set()).update(refs - {top})
+    return sorted((a, b) for a in uses for b in uses[a] if a < b and a in uses.get(b, ()))
+
+
 def main():
     metadata = json.loads(
         subprocess.run(
@@ -80,6 +98,8 @@ def main():
         if name in BELOW_PEER:
             for dep in sorted(deps & ABOVE):
                 problems.append(f"{name} sits below the peer but depends on {dep}")
+        for a, b in module_cycles(package):
+            problems.append(f"{name}: modules {a} and {b} import each other")
         for dep in sorted(deps & LEAVES):
             problems.append(f"{name} depends on {dep}, which nothing may build on")
     for problem in problems:

@@ -7,6 +7,10 @@
 //! Rendering is deterministic (the same input gives the same bytes), and
 //! its size is bounded however long the run: operations are binned or
 //! downsampled, and every list drawn has a cap.
+//!
+//! Long because the page is one document: its sections share the scales,
+//! colours and caps defined here, and split across files they would only
+//! pass them back and forth.
 
 use std::collections::{BTreeMap, BTreeSet};
 

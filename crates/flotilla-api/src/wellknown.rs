@@ -4,6 +4,11 @@
 
 /// A Node's hostname (its name where the Node does not say otherwise).
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// A Node's operating system.
+pub const OS_LABEL: &str = "kubernetes.io/os";
+/// The address of the peer that runs a Node, so any peer can forward
+/// `logs` and `exec` there.
+pub const PEER_ADDRESS_ANNOTATION: &str = "flotilla.dev/peer-address";
 
 /// The label that ties a ReplicaSet and its Pods to one template.
 pub const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";

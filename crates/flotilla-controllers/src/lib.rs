@@ -64,7 +64,7 @@ mod sim;
 
 pub use events::{EVENT_TTL_MS, MAX_EVENTS, expire_events};
 pub use names::{NAME_ALPHABET, pod_name_suffix, template_hash};
-pub use node::{NodeTiming, node_lifecycle};
+pub use node::{NodeTiming, declared_lost, node_lifecycle};
 
 /// The committed state the controllers reconcile, as read at one revision.
 #[derive(Clone, Debug, Default, PartialEq)]

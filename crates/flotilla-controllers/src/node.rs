@@ -7,7 +7,7 @@
 //! the time after which a cut-off node fences itself (stops its own Pods),
 //! so its Pods can be marked Failed and replaced without two instances.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flotilla_api::cluster::Node;
 use flotilla_api::pod::{ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
@@ -141,6 +141,21 @@ pub fn node_lifecycle(
         }
     }
     out
+}
+
+/// The nodes that `actions` (from [`node_lifecycle`]) declare lost now.
+/// The leader makes that declaration conditional on no heartbeat having
+/// been answered since it read the heartbeats (see `flotilla_fence`).
+pub fn declared_lost(actions: &[Action]) -> BTreeSet<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Update(Object::Node(node)) => Some(node),
+            _ => None,
+        })
+        .filter(|node| node_lost(node))
+        .map(|node| node.metadata.name.clone())
+        .collect()
 }
 
 fn with_ready(node: &Node, status: &str, reason: &str, message: String, now: u64) -> Node {

@@ -523,7 +523,7 @@ impl PeerCore {
             learners,
             peers,
             max_voters: self.config.max_voters,
-            failures_tolerated: crate::lease::failures_tolerated(membership.get_joint_config(), &down),
+            failures_tolerated: flotilla_fence::failures_tolerated(membership.get_joint_config(), &down),
         }
     }
 }

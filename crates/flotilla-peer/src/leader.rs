@@ -8,7 +8,7 @@
 //! fresh state. Rounds run on every applied change and on a timer for
 //! the node timers, never more often than `MIN_ROUND_INTERVAL`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 // Tokio's clock, so paused or simulated time drives the leader's timers too.
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use flotilla_api::{Object, Pod};
 use flotilla_controllers::{Action, ClusterView, Limits, NodeTiming};
+use flotilla_fence::{Heartbeats, Reading, Refused};
 use flotilla_raft::{AppliedEvent, StoreHandle};
 use openraft::async_runtime::WatchReceiver as _;
 use flotilla_scheduler::{Plan, SchedulerConfig};
@@ -37,54 +38,42 @@ const EVENT_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 /// state machine.
 pub const MAX_OPS_PER_PROPOSAL: usize = 512;
 
-/// The leader's in-memory view of node liveness: the heartbeats it has
-/// received in its current term. Never written to the log: only the
-/// transitions the lifecycle controller derives from it are.
+/// The leader's table of answered heartbeats (see
+/// [`flotilla_fence::heartbeats`]), shared by the heartbeat service and
+/// the rounds.
 ///
 /// Times are monotonic, so a wall-clock step on the leader cannot make a
 /// node look silent; they are turned into wall-clock milliseconds only
 /// for the pure lifecycle controller, relative to one reading.
 #[derive(Default)]
 pub struct Liveness {
-    inner: Mutex<LivenessState>,
-}
-
-#[derive(Default)]
-struct LivenessState {
-    /// The term this table belongs to, while this peer leads in it.
-    term: Option<u64>,
-    leader_since: Option<Instant>,
-    last_heartbeat: BTreeMap<String, Instant>,
+    table: Mutex<Heartbeats>,
 }
 
 impl Liveness {
-    /// Records a heartbeat answered in `term`; one from another term (a
-    /// leadership lost and regained meanwhile) is not this table's.
-    pub fn record(&self, term: u64, node: &str) {
-        let mut s = self.inner.lock().expect("liveness lock");
-        if s.term == Some(term) {
-            s.last_heartbeat.insert(node.to_string(), Instant::now());
-        }
+    fn table(&self) -> std::sync::MutexGuard<'_, Heartbeats> {
+        self.table.lock().expect("liveness lock")
     }
 
-    /// Starts or ends a term of leadership. A new term knows nothing of the
-    /// nodes' past heartbeats: it starts from empty and the lifecycle
-    /// controller gives every node a grace period.
+    /// Records a heartbeat answered in `term`, unless the node is being
+    /// declared lost right now.
+    pub fn accept(&self, term: u64, node: &str) -> Result<(), Refused> {
+        self.table().accept(term, node, Instant::now().into_std())
+    }
+
     fn set_leading(&self, leading_term: Option<u64>) -> Option<Instant> {
-        let mut s = self.inner.lock().expect("liveness lock");
-        if s.term != leading_term {
-            s.term = leading_term;
-            s.leader_since = leading_term.map(|_| Instant::now());
-            s.last_heartbeat.clear();
-        }
-        s.leader_since
+        self.table().set_leading(leading_term, Instant::now().into_std()).map(Instant::from_std)
     }
 
-    /// The heartbeats as wall-clock milliseconds relative to `now_unix_ms`.
-    fn heartbeats_unix_ms(&self, now_unix_ms: u64) -> BTreeMap<String, u64> {
-        let s = self.inner.lock().expect("liveness lock");
-        s.last_heartbeat.iter().map(|(n, at)| (n.clone(), unix_ms_of(*at, now_unix_ms))).collect()
+    fn read(&self) -> Reading {
+        self.table().read()
     }
+}
+
+/// The heartbeats of `reading` as wall-clock milliseconds relative to
+/// `now_unix_ms`.
+fn heartbeats_unix_ms(reading: &Reading, now_unix_ms: u64) -> BTreeMap<String, u64> {
+    reading.last_heartbeat.iter().map(|(n, at)| (n.clone(), unix_ms_of(Instant::from_std(*at), now_unix_ms))).collect()
 }
 
 fn unix_ms_of(at: Instant, now_unix_ms: u64) -> u64 {
@@ -143,7 +132,16 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         let leader_since = unix_ms_of(leader_since, now);
         let view = cache.get_or_insert_with(|| core.store.read(ViewCache::load)).cluster_view(now);
         round += 1;
-        let mut ops = plan_round(&core, &view, &node_timing, leader_since, now, round);
+        let reading = core.liveness.read();
+        let (mut ops, lost) = plan_round(&core, &view, &reading, &node_timing, leader_since, now, round);
+        // A node answered since the reading may already be catching up to
+        // an index before this declaration: decide again on a fresh one.
+        if !lost.is_empty()
+            && let Err(answered) = core.liveness.table().declare_lost(&reading, &lost)
+        {
+            tracing::debug!(?answered, "nodes answered while this round declared them lost; deciding again");
+            continue;
+        }
         // Events are many and change nothing else: expired on a timer of
         // their own rather than decoded every round.
         if events_expired_at.elapsed() >= EVENT_EXPIRY_INTERVAL {
@@ -176,16 +174,26 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
                 Err(e) => tracing::debug!("leader round not written: {e}"),
             }
         }
+        core.liveness.table().declared(&lost);
         // Changes that arrive meanwhile (this round's own writes among
         // them) wake the next round at once.
         tokio::time::sleep(MIN_ROUND_INTERVAL).await;
     }
 }
 
-/// One round's decisions, as store writes.
-fn plan_round(core: &PeerCore, view: &ClusterView, node_timing: &NodeTiming, leader_since: u64, now: u64, round: u64) -> Vec<Op> {
-    let heartbeats = core.liveness.heartbeats_unix_ms(now);
+/// One round's decisions, as store writes, and the nodes they declare lost.
+fn plan_round(
+    core: &PeerCore,
+    view: &ClusterView,
+    reading: &Reading,
+    node_timing: &NodeTiming,
+    leader_since: u64,
+    now: u64,
+    round: u64,
+) -> (Vec<Op>, BTreeSet<String>) {
+    let heartbeats = heartbeats_unix_ms(reading, now);
     let mut actions = flotilla_controllers::node_lifecycle(view, &heartbeats, leader_since, node_timing);
+    let lost = flotilla_controllers::declared_lost(&actions);
     actions.extend(flotilla_controllers::reconcile(view, &Limits::default()));
     let mut ops: Vec<Op> = actions.into_iter().filter_map(|a| action_op(a, &core.store, now)).collect();
     // Pods the controllers are about to change are left for the next
@@ -195,7 +203,7 @@ fn plan_round(core: &PeerCore, view: &ClusterView, node_timing: &NodeTiming, lea
     let config = SchedulerConfig { seed: round, ..SchedulerConfig::default() };
     let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
     ops.extend(plan_ops(&plan, &view.pods, now));
-    ops
+    (ops, lost)
 }
 
 fn feed(cache: &mut Option<ViewCache>, event: &AppliedEvent) {

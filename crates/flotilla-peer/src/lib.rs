@@ -5,9 +5,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
-pub mod identity;
 pub mod leader;
-pub mod lease;
 pub mod membership;
 pub mod node;
 pub mod nodes;
@@ -34,7 +32,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, NeverBackwards, SystemClock};
 use crate::config::PeerConfig;
-use crate::identity::{Identity, IdentityError, IdentityFile};
+use flotilla_raft::identity::{Identity, IdentityError, IdentityFile};
 use crate::membership::ClusterMembership;
 use crate::proposer::{LeaderLink, Proposer};
 use crate::transport::TransportService;

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::PeerConfig;
-use crate::identity::{Identity, IdentityError, IdentityFile, random_id};
+use flotilla_raft::identity::{Identity, IdentityError, IdentityFile, random_id};
 
 /// How often a peer that is not yet a member retries bootstrap or join.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(300);

@@ -12,7 +12,9 @@ use flotilla_agent::{Agent, DesiredPod, Report, StatusUpdate};
 use flotilla_api::cluster::{NodeAddress, NodeStatus};
 use flotilla_api::pod::Volume;
 use flotilla_api::quantity::Quantity;
+use flotilla_api::wellknown::{HOSTNAME_LABEL, OS_LABEL, PEER_ADDRESS_ANNOTATION};
 use flotilla_api::{ConfigMap, Kind, Node, Pod};
+use flotilla_fence::{Fence, FenceReason, Step};
 use flotilla_proto::node::HeartbeatRequest;
 use flotilla_proto::node::nodes_client::NodesClient;
 use flotilla_runtime::Capabilities;
@@ -23,9 +25,6 @@ use crate::PeerCore;
 use crate::clock::Clock;
 use crate::objects;
 
-/// Annotation naming the address of the peer that runs a Node, so any peer
-/// can forward `logs` and `exec` there.
-pub const PEER_ADDRESS_ANNOTATION: &str = "flotilla.dev/peer-address";
 /// Reports written in one proposal at most.
 const MAX_REPORTS_PER_WRITE: usize = 256;
 /// How long pending statuses wait before they are written again.
@@ -46,8 +45,8 @@ pub async fn register(core: &PeerCore, capabilities: &Capabilities, clock: &dyn 
         node.kind = Kind::Node.name().into();
         node.metadata.name = name.clone();
         node.metadata.labels.extend(core.config.node.labels.clone());
-        node.metadata.labels.insert("kubernetes.io/hostname".into(), name.clone());
-        node.metadata.labels.insert("kubernetes.io/os".into(), "linux".into());
+        node.metadata.labels.insert(HOSTNAME_LABEL.into(), name.clone());
+        node.metadata.labels.insert(OS_LABEL.into(), "linux".into());
         node.metadata.annotations.insert(PEER_ADDRESS_ANNOTATION.into(), core.config.advertised_addr());
         let now = clock.now_unix_ms();
         let status = node.status.get_or_insert_with(NodeStatus::default);
@@ -112,99 +111,113 @@ fn machine_capacity(node: &crate::config::NodeConfig) -> (u64, u64) {
     (cpu, memory)
 }
 
-/// Beats the heart every `node_heartbeat_ms`, fences the agent when no
-/// leader with a valid lease has answered for `fence_after_ms`, and lifts
-/// the fence once one answers and this replica has caught up.
+/// What the heartbeat loop hears from the work it started.
+enum Heard {
+    /// The heartbeat sent at `sent` ended: answered by a leader with a
+    /// lease, or not.
+    Beat { sent: Instant, answered: bool },
+    /// The catch-up for the answer sent at `sent` ended.
+    CaughtUp { sent: Instant, result: Result<(), String> },
+}
+
+/// Beats the heart every `node_heartbeat_ms` and drives this node's
+/// [`Fence`] with the answers, its deadline and the catch-ups it asks for:
+/// the agent is fenced when no leader with a valid lease has answered a
+/// heartbeat sent within `fence_after_ms`, and unfenced once one answers
+/// and this replica has caught up.
 ///
-/// The agent starts fenced: before a leader answers, nothing says this
-/// node's Pods have not been replaced meanwhile. The fence window is
-/// measured from when the last answered heartbeat was *sent*: the leader
-/// received it no earlier, so this peer always fences before the leader's
-/// `lost_after_ms` (measured from receipt) runs out.
+/// One task owns the fence, so a deadline and a late answer due together
+/// (a frozen machine thawing) are decided in one place, deadline first.
 pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     let interval = Duration::from_millis(core.config.timing.node_heartbeat_ms);
     let node_name = core.config.node_name();
-    let (answered_tx, answered_rx) = watch::channel::<Option<Instant>>(None);
-    tokio::spawn(fence_watchdog(core.clone(), agent.clone(), answered_rx, stop.clone()));
+    let mut fence = Fence::new(Duration::from_millis(core.config.timing.fence_after_ms));
+    let (heard_tx, mut heard) = mpsc::unbounded_channel::<Heard>();
+    let mut next_beat = Instant::now() + interval;
+    let mut beating = false;
     loop {
-        tokio::select! {
+        let deadline = fence.deadline();
+        let steps: Vec<Step> = tokio::select! {
+            biased;
             _ = stop.changed() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let sent = Instant::now();
-        match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::trace!("heartbeat: {e}");
-                continue;
+            _ = sleep_until(deadline) => fence.tick(now()).into_iter().collect(),
+            Some(event) = heard.recv() => match event {
+                Heard::Beat { sent, answered } => {
+                    beating = false;
+                    if answered { fence.answered(sent.into_std(), now()) } else { Vec::new() }
+                }
+                Heard::CaughtUp { sent, result } => {
+                    if let Err(e) = &result {
+                        tracing::info!("still fenced: {e}");
+                    }
+                    let step = fence.caught_up(sent.into_std(), result.is_ok(), now());
+                    if result.is_ok() && step.is_none() && fence.is_fenced() {
+                        tracing::info!("still fenced: caught up only after the lease had run out");
+                    }
+                    step.into_iter().collect()
+                }
+            },
+            _ = tokio::time::sleep_until(next_beat) => {
+                next_beat = Instant::now() + interval;
+                // One heartbeat at a time, as before: a slow leader is not
+                // sent a pile of them.
+                if !beating {
+                    beating = true;
+                    let (core, node_name, heard_tx) = (core.clone(), node_name.clone(), heard_tx.clone());
+                    tokio::spawn(async move {
+                        let sent = Instant::now();
+                        let answered = match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
+                            Ok(Ok(())) => true,
+                            Ok(Err(e)) => {
+                                tracing::trace!("heartbeat: {e}");
+                                false
+                            }
+                            Err(_) => false,
+                        };
+                        let _ = heard_tx.send(Heard::Beat { sent, answered });
+                    });
+                }
+                Vec::new()
             }
-            Err(_) => continue,
+        };
+        if let Some(until) = fence.lease_until() {
+            agent.renew_lease(Instant::from_std(until));
         }
-        // An answer after the fence window has passed (a frozen machine
-        // thawing, a partition healing) comes too late: the leader may have
-        // declared this node lost and replaced its Pods meanwhile. Fence
-        // first, whichever task the wake-up ran first.
-        let fence_after = Duration::from_millis(core.config.timing.fence_after_ms);
-        let previous = *answered_tx.borrow();
-        if previous.is_some_and(|p| p.elapsed() >= fence_after) && !agent.is_fenced() {
-            tracing::warn!("a leader answered only after the fence window: killing every Pod on this node (fencing)");
-            agent.fence().await;
-        }
-        agent.renew_lease((sent + fence_after).into());
-        answered_tx.send_replace(Some(sent));
-        if agent.is_fenced() {
-            match caught_up(&core, &node_name).await {
-                // Catching up can outlast the lease this answer gave (a
-                // partition starting meanwhile): Pods run again only on a
-                // lease still held.
-                Ok(()) if sent.elapsed() < fence_after => {
+        for step in steps {
+            match step {
+                Step::Fence(FenceReason::Silent { since_sent }) => {
+                    tracing::warn!(
+                        "no leader with a valid lease answered a heartbeat sent in the last {} ms: killing every Pod on this node (fencing)",
+                        since_sent.as_millis()
+                    );
+                    agent.fence().await;
+                }
+                Step::CatchUp { sent } => {
+                    let (core, node_name, heard_tx) = (core.clone(), node_name.clone(), heard_tx.clone());
+                    tokio::spawn(async move {
+                        let result = caught_up(&core, &node_name).await;
+                        let _ = heard_tx.send(Heard::CaughtUp { sent: Instant::from_std(sent), result });
+                    });
+                }
+                Step::Unfence => {
                     tracing::info!("a leader answers and this replica has caught up: Pods may run");
                     agent.unfence();
                     agent.sync(core.store.read(|s| desired_pods(s, &node_name)));
                 }
-                Ok(()) => tracing::info!("still fenced: caught up only after the lease had run out"),
-                Err(e) => tracing::info!("still fenced: {e}"),
             }
         }
     }
 }
 
-/// Fences the agent the moment `fence_after_ms` has passed since the last
-/// answered heartbeat was sent, whatever the heartbeat loop is waiting on.
-/// It keeps that deadline while the agent is fenced too: the agent may be
-/// unfenced before the deadline, on the strength of that same answer, and
-/// must then be fenced at it.
-async fn fence_watchdog(
-    core: Arc<PeerCore>,
-    agent: Arc<Agent>,
-    mut answered: watch::Receiver<Option<Instant>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let fence_after = Duration::from_millis(core.config.timing.fence_after_ms);
-    loop {
-        let last = *answered.borrow_and_update();
-        if let Some(sent) = last {
-            tokio::select! {
-                // The deadline first: when a thaw makes both ready, the
-                // late answer must not win.
-                biased;
-                _ = stop.changed() => return,
-                _ = tokio::time::sleep_until((sent + fence_after).into()) => {
-                    if !agent.is_fenced() {
-                        tracing::warn!(
-                            "no leader with a valid lease answered for {} ms: killing every Pod on this node (fencing)",
-                            sent.elapsed().as_millis()
-                        );
-                        agent.fence().await;
-                    }
-                }
-                _ = answered.changed() => continue,
-            }
-        }
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = answered.changed() => {}
-        }
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use crate::PeerCore;
-use crate::lease::{LeaderView, lease};
-use crate::node::PEER_ADDRESS_ANNOTATION;
+use flotilla_fence::{LeaderView, lease};
+use flotilla_api::wellknown::PEER_ADDRESS_ANNOTATION;
 
 /// Marks a call one peer forwarded to another, which must serve it itself:
 /// two peers with stale views never bounce a call between them.
@@ -41,7 +41,7 @@ pub struct NodesService {
 }
 
 /// The leader's side of a heartbeat: answered only while this peer leads
-/// with a lease it can prove (see [`crate::lease`]), so no peer is told
+/// with a lease it can prove (see [`flotilla_fence::lease`]), so no peer is told
 /// "keep running" by a deposed leader.
 pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
     let metrics = core.raft.metrics().borrow_watched().clone();
@@ -52,8 +52,7 @@ pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> 
         quorum_acked_ago: metrics.last_quorum_acked.map(|at| at.elapsed()),
     };
     lease(&view, Duration::from_millis(core.config.timing.election_timeout_min_ms)).map_err(|e| e.to_string())?;
-    core.liveness.record(metrics.current_term, node_name);
-    Ok(())
+    core.liveness.accept(metrics.current_term, node_name).map_err(|e| e.to_string())
 }
 
 impl NodesService {

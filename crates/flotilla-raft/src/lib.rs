@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod codec;
 pub mod entropy;
+pub mod identity;
 pub mod inspect;
 mod layout;
 pub mod log_store;

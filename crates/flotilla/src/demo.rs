@@ -13,7 +13,7 @@ use flotilla_client::Client;
 use flotilla_client::api::ApplyRequest;
 use serde_json::Value;
 
-use crate::up::LocalPeer;
+use crate::local_peer::LocalPeer;
 
 const REPLICAS: usize = 6;
 /// Longest each stage of the demo may take before it gives up.

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod demo;
+mod local_peer;
 mod objects;
 mod ops;
 mod peer;

@@ -6,7 +6,7 @@ use flotilla_api::{Kind, Object};
 use super::active_of;
 use crate::common::{is_terminal, node_ready, phase};
 use crate::sim::*;
-use crate::{Action, NodeTiming, node_lifecycle};
+use crate::{Action, NodeTiming, declared_lost, node_lifecycle};
 
 const TIMING: NodeTiming = NodeTiming {
     not_ready_after_ms: 10_000,
@@ -81,6 +81,9 @@ fn ready_then_not_ready_then_lost_then_back() {
             .map(|(s, r)| ("n1".to_string(), s.to_string(), r.to_string()))
             .collect();
         assert_eq!(got, want, "at +{now}ms");
+        let declared: Vec<String> = declared_lost(&actions).into_iter().collect();
+        let lost_now = want.iter().any(|(_, _, r)| r == "NodeLost");
+        assert_eq!(declared, if lost_now { vec!["n1".to_string()] } else { vec![] }, "declared lost at +{now}ms");
     }
     assert!(sim.view.nodes.iter().all(node_ready));
 }

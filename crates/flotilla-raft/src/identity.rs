@@ -8,9 +8,18 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 const FILE_NAME: &str = "IDENTITY.json";
+/// The format of the identity file this build writes. Files written
+/// before it had a format read as format 1.
+pub const IDENTITY_FORMAT: u32 = 1;
+
+fn first_format() -> u32 {
+    1
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    #[serde(default = "first_format")]
+    pub format: u32,
     pub cluster: String,
     /// Unique per cluster, made by the peer that bootstrapped it. Empty until
     /// this peer has learned it.
@@ -25,7 +34,7 @@ pub struct Identity {
 /// simulator).
 pub fn random_id() -> String {
     let mut b = [0u8; 16];
-    flotilla_raft::entropy::fill(&mut b);
+    crate::entropy::fill(&mut b);
     format!("{:032x}", u128::from_be_bytes(b))
 }
 
@@ -39,6 +48,8 @@ pub enum IdentityError {
     OtherCluster { dir: String, found: String, expected: String },
     #[error("data directory {dir} belongs to peer {found}, but the config says id = {expected}: each peer needs its own directory")]
     OtherPeer { dir: String, found: u64, expected: u64 },
+    #[error("data directory {dir} was written by a newer Flotilla (identity format {found}; this build reads up to {known}): run that version or a newer one")]
+    NewerFormat { dir: String, found: u32, known: u32 },
     #[error("data directory {dir} holds Raft data but no {file}: it was not made by Flotilla, or is damaged")]
     Unmarked { dir: String, file: String },
 }
@@ -61,7 +72,13 @@ impl IdentityFile {
                 return Err(IdentityError::Unmarked { dir: self.dir.clone(), file: FILE_NAME.into() });
             }
             let identity =
-                Identity { cluster: cluster.to_string(), cluster_id: String::new(), peer_id, incarnation: random_id() };
+                Identity {
+                    format: IDENTITY_FORMAT,
+                    cluster: cluster.to_string(),
+                    cluster_id: String::new(),
+                    peer_id,
+                    incarnation: random_id(),
+                };
             self.save(&identity)?;
             return Ok(identity);
         }
@@ -71,6 +88,9 @@ impl IdentityFile {
             file: FILE_NAME.into(),
             reason: e.to_string(),
         })?;
+        if identity.format > IDENTITY_FORMAT {
+            return Err(IdentityError::NewerFormat { dir: self.dir.clone(), found: identity.format, known: IDENTITY_FORMAT });
+        }
         if identity.cluster != cluster {
             return Err(IdentityError::OtherCluster { dir: self.dir.clone(), found: identity.cluster, expected: cluster.into() });
         }
@@ -112,6 +132,18 @@ mod tests {
         assert!(err.contains("belongs to cluster \"alpha\", but the config names cluster \"beta\""), "{err}");
         let err = f.load_or_create("alpha", 2, true).unwrap_err().to_string();
         assert!(err.contains("belongs to peer 1, but the config says id = 2"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_a_format_is_format_1_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, r#"{"cluster":"alpha","cluster_id":"c","peer_id":1,"incarnation":"i"}"#).unwrap();
+        let f = IdentityFile::new(dir.path());
+        assert_eq!(f.load_or_create("alpha", 1, true).unwrap().format, 1);
+        std::fs::write(&path, r#"{"format":2,"cluster":"alpha","cluster_id":"c","peer_id":1,"incarnation":"i"}"#).unwrap();
+        let err = f.load_or_create("alpha", 1, true).unwrap_err().to_string();
+        assert!(err.contains("identity format 2; this build reads up to 1"), "{err}");
     }
 
     #[test]
