@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 
 use crate::PeerCore;
 use crate::objects::new_uid;
-use crate::proposer::ProposeError;
+use flotilla_raft::proposer::ProposeError;
 
 /// Events a watch replays from history per read of the store, so one slow
 /// watcher never holds the state lock for long.
@@ -312,7 +312,7 @@ impl Objects for ObjectsService {
             w.run(first_page, live).await;
         });
         let events = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, events))))
+        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, events))))
     }
 }
 

@@ -336,9 +336,22 @@ impl PeerConfig {
         if self.node.name.is_empty() { format!("peer-{}", self.id) } else { self.node.name.clone() }
     }
 
-    /// Whether this peer is one of the initial peers that bootstrap together.
-    pub fn is_initial_member(&self) -> bool {
-        self.peers.iter().any(|p| p.id == self.id)
+    /// What membership takes from this configuration.
+    pub fn membership(&self) -> flotilla_raft::membership::MembershipConfig {
+        flotilla_raft::membership::MembershipConfig {
+            id: self.id,
+            peers: self
+                .peers
+                .iter()
+                .map(|p| flotilla_raft::membership::InitialPeer { id: p.id, addr: p.addr.clone() })
+                .collect(),
+            advertised_addr: self.advertised_addr(),
+            max_voters: self.max_voters as usize,
+            replace_voter_after: std::time::Duration::from_millis(self.timing.replace_voter_after_ms),
+            // Two election timeouts without a word: not healthy enough to
+            // be given a vote.
+            healthy_within: std::time::Duration::from_millis(self.timing.election_timeout_max_ms * 2),
+        }
     }
 }
 
@@ -391,7 +404,7 @@ heartbeat_ms = 50
         assert_eq!(c.max_voters, 3);
         assert_eq!(c.timing.election_timeout_min_ms, 200);
         assert_eq!(c.advertised_addr(), "127.0.0.1:7101");
-        assert!(c.is_initial_member());
+        assert_eq!(c.membership().peers.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]

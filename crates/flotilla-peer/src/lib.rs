@@ -6,13 +6,10 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod leader;
-pub mod membership;
 pub mod node;
 pub mod nodes;
 pub mod objects;
-pub mod proposer;
 pub mod resources;
-pub mod transport;
 pub mod view;
 
 use std::future::Future;
@@ -33,9 +30,9 @@ use tokio::sync::watch;
 use crate::clock::{Clock, NeverBackwards, SystemClock};
 use crate::config::PeerConfig;
 use flotilla_raft::identity::{Identity, IdentityError, IdentityFile};
-use crate::membership::ClusterMembership;
-use crate::proposer::{LeaderLink, Proposer};
-use crate::transport::TransportService;
+use flotilla_raft::membership::ClusterMembership;
+use flotilla_raft::proposer::{LeaderLink, Proposer};
+use flotilla_raft::transport::TransportService;
 
 /// Largest request a client may send. Objects are capped at 1 MiB; the
 /// rest is headroom for the envelope. Larger requests are refused by the
@@ -77,16 +74,9 @@ pub struct PeerCore {
     pub liveness: leader::Liveness,
     /// Set when this peer begins to shut down. The server's graceful
     /// shutdown waits for every open stream, so the long-lived ones
-    /// (replication, watches, followed logs) end then: see [`until_closing`].
+    /// (replication, watches, followed logs) end then: see
+    /// [`flotilla_raft::until_closing`].
     pub closing: watch::Receiver<bool>,
-}
-
-/// `stream`, ended as soon as the peer begins to shut down.
-pub(crate) fn until_closing<S: futures::Stream>(closing: &watch::Receiver<bool>, stream: S) -> impl futures::Stream<Item = S::Item> + use<S> {
-    let mut closing = closing.clone();
-    futures::StreamExt::take_until(stream, async move {
-        let _ = closing.wait_for(|closing| *closing).await;
-    })
 }
 
 fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
@@ -265,7 +255,7 @@ where
     )
     .map_err(dir_error)?;
     let store = state_machine.handle();
-    let membership = Arc::new(ClusterMembership::new(config.clone(), identity_file, record, channels.clone()));
+    let membership = Arc::new(ClusterMembership::new(config.membership(), identity_file, record, channels.clone()));
     let network = NetworkFactory {
         identity: membership.identity.clone(),
         channels: channels.clone(),
@@ -278,7 +268,10 @@ where
         .await
         .map_err(|e| PeerError::Raft(e.to_string()))?;
     let link = LeaderLink { raft: raft.clone(), channels: channels.clone(), identity: membership.identity.clone() };
-    let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), clock.clone());
+    let proposer = Proposer::start(raft.clone(), channels.clone(), membership.identity.clone(), {
+        let clock = clock.clone();
+        Arc::new(move || clock.now_unix_ms())
+    });
     let capabilities = runtime.capabilities();
     for limitation in &capabilities.limitations {
         tracing::warn!("{} runtime: {limitation}", runtime.name());

@@ -132,7 +132,7 @@ impl Nodes for NodesService {
         if let Some(addr) = remote {
             let forwarded = forward(&request, req, None)?;
             let stream = self.client(&addr)?.logs(forwarded).await?.into_inner();
-            return Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, stream))));
+            return Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, stream))));
         }
         let agent = self.core.agent.clone();
         let uid = pod.metadata.uid.clone();
@@ -169,7 +169,7 @@ impl Nodes for NodesService {
             }
         });
         let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(crate::until_closing(&self.core.closing, chunks))))
+        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, chunks))))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecReply>, Status> {

@@ -1,6 +1,8 @@
 //! Raft for Flotilla: the openraft type configuration, the log and
 //! state-machine storage over the [`backend::Backend`] seam (RocksDB or
-//! memory), and the tonic transport.
+//! memory) with its on-disk layout, the data directory's identity, the
+//! tonic transport both ways, writes batched and forwarded to the leader
+//! ([`proposer`]), and membership: bootstrap, join, the voter policy.
 
 pub mod backend;
 pub mod codec;
@@ -9,9 +11,25 @@ pub mod identity;
 pub mod inspect;
 mod layout;
 pub mod log_store;
+pub mod membership;
 pub mod network;
+pub mod proposer;
 pub mod runtime;
 pub mod state_machine;
+pub mod transport;
+
+/// `stream`, ended as soon as `closing` turns true: a server's graceful
+/// shutdown waits for every open stream, so the long-lived ones
+/// (replication, watches, followed logs) must end then.
+pub fn until_closing<S: futures::Stream>(
+    closing: &tokio::sync::watch::Receiver<bool>,
+    stream: S,
+) -> impl futures::Stream<Item = S::Item> + use<S> {
+    let mut closing = closing.clone();
+    futures::StreamExt::take_until(stream, async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    })
+}
 
 /// A member of the cluster as Raft's membership records it.
 ///

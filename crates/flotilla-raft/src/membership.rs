@@ -26,14 +26,13 @@ use flotilla_proto::api::JoinRequest;
 use flotilla_proto::api::cluster_client::ClusterClient;
 use flotilla_proto::raft::HelloRequest;
 use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
-use flotilla_raft::{PeerNode, Raft};
-use flotilla_raft::network::{Channels, ClusterIdentity};
+use crate::{PeerNode, Raft};
+use crate::network::{Channels, ClusterIdentity};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::PeerConfig;
-use flotilla_raft::identity::{Identity, IdentityError, IdentityFile, random_id};
+use crate::identity::{Identity, IdentityError, IdentityFile, random_id};
 
 /// How often a peer that is not yet a member retries bootstrap or join.
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(300);
@@ -56,9 +55,38 @@ pub enum MembershipError {
     Identity(#[from] IdentityError),
 }
 
+/// A peer the configuration lists as an initial member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitialPeer {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// What membership takes from the peer's configuration.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    pub id: u64,
+    /// The initial peers: the lowest id among them bootstraps the cluster.
+    pub peers: Vec<InitialPeer>,
+    /// The address other peers reach this one at.
+    pub advertised_addr: String,
+    /// Voters at most (1, 3 or 5).
+    pub max_voters: usize,
+    /// A voter silent this long gives its seat to a caught-up learner.
+    pub replace_voter_after: Duration,
+    /// A learner heard from within this is healthy enough to promote.
+    pub healthy_within: Duration,
+}
+
+impl MembershipConfig {
+    fn is_initial_member(&self) -> bool {
+        self.peers.iter().any(|p| p.id == self.id)
+    }
+}
+
 pub struct ClusterMembership {
     pub id: u64,
-    pub config: PeerConfig,
+    config: MembershipConfig,
     /// The cluster id as the transport sends it.
     pub identity: ClusterIdentity,
     file: IdentityFile,
@@ -70,7 +98,7 @@ pub struct ClusterMembership {
 }
 
 impl ClusterMembership {
-    pub fn new(config: PeerConfig, file: IdentityFile, record: Identity, channels: Channels) -> Self {
+    pub fn new(config: MembershipConfig, file: IdentityFile, record: Identity, channels: Channels) -> Self {
         let identity = ClusterIdentity::new(record.cluster_id.clone());
         let incarnation = record.incarnation.clone();
         Self { id: config.id, config, identity, file, record: Mutex::new(record), incarnation, channels }
@@ -161,7 +189,7 @@ impl ClusterMembership {
 
     /// Bootstraps with the initial peers, recording the incarnations of
     /// those that answered; the leader learns the others' later.
-    async fn initialize(&self, raft: &Raft, initial: &[crate::config::PeerEntry], incarnations: &BTreeMap<u64, String>) {
+    async fn initialize(&self, raft: &Raft, initial: &[InitialPeer], incarnations: &BTreeMap<u64, String>) {
         let cluster_id = random_id();
         if let Err(e) = self.accept_cluster(&cluster_id) {
             tracing::error!("cannot record the new cluster id: {e}");
@@ -169,7 +197,7 @@ impl ClusterMembership {
         }
         let voters: BTreeMap<u64, PeerNode> = initial
             .iter()
-            .take(initial_voters(initial.len(), self.config.max_voters as usize))
+            .take(initial_voters(initial.len(), self.config.max_voters))
             .map(|p| (p.id, PeerNode::new(p.addr.clone(), incarnations.get(&p.id).cloned().unwrap_or_default())))
             .collect();
         match raft.initialize(voters.clone()).await {
@@ -187,7 +215,7 @@ impl ClusterMembership {
     }
 
     async fn ask_to_join(&self) {
-        let me = JoinRequest { id: self.id, addr: self.config.advertised_addr(), incarnation: self.incarnation.clone() };
+        let me = JoinRequest { id: self.id, addr: self.config.advertised_addr.clone(), incarnation: self.incarnation.clone() };
         for p in self.config.peers.iter().filter(|p| p.id != self.id) {
             let Ok(channel) = self.channels.get(&p.addr) else { continue };
             let mut req = tonic::Request::new(me.clone());
@@ -279,7 +307,7 @@ impl ClusterMembership {
     /// On the leader, forever: grow the voters to their cap and replace
     /// voters that have been silent too long, as [`review_voters`] decides.
     pub async fn reconcile_voters(self: Arc<Self>, raft: Raft, mut shutdown: watch::Receiver<bool>) {
-        let replace_after = Duration::from_millis(self.config.timing.replace_voter_after_ms);
+        let replace_after = self.config.replace_voter_after;
         let mut leading_since: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -317,7 +345,7 @@ impl ClusterMembership {
                     None => since.elapsed(),
                 }
             };
-            let healthy_within = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
+            let healthy_within = self.config.healthy_within;
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
             let members: Vec<Member> = membership
                 .nodes()
@@ -328,7 +356,7 @@ impl ClusterMembership {
                     silent_for: silent_for(id),
                 })
                 .collect();
-            let change = match review_voters(&members, self.config.max_voters as usize, healthy_within, replace_after) {
+            let change = match review_voters(&members, self.config.max_voters, healthy_within, replace_after) {
                 Some(VoterChange::Promote(learners)) => {
                     tracing::info!(?learners, "promoting learners to voters");
                     Some(ChangeMembers::AddVoterIds(learners))

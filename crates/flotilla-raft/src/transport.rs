@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use flotilla_proto::raft::raft_transport_server::RaftTransport;
 use flotilla_proto::raft::{HelloReply, HelloRequest, RaftReply, RaftRequest, SnapshotChunk};
-use flotilla_raft::codec::{decode, encode};
-use flotilla_raft::{Raft, Snapshot, SnapshotMeta, Vote};
+use crate::codec::{decode, encode};
+use crate::{Raft, Snapshot, SnapshotMeta, Vote};
 use flotilla_store::Command;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -60,7 +60,7 @@ impl TransportService {
 /// Cloned into a long-lived stream, which checks every message it carries.
 #[derive(Clone)]
 struct ClusterCheck {
-    channels: flotilla_raft::network::Channels,
+    channels: crate::network::Channels,
     membership: Arc<ClusterMembership>,
     /// Warn once about a refused sender rather than on every heartbeat.
     warned: Arc<AtomicBool>,

@@ -18,15 +18,17 @@ use std::time::Duration;
 
 use flotilla_proto::raft::RaftRequest;
 use flotilla_proto::raft::raft_transport_client::RaftTransportClient;
-use flotilla_raft::codec::{decode, encode};
-use flotilla_raft::network::{Channels, ClusterIdentity, MAX_PEER_MESSAGE_BYTES};
-use flotilla_raft::Raft;
+use crate::codec::{decode, encode};
+use crate::network::{Channels, ClusterIdentity, MAX_PEER_MESSAGE_BYTES};
+use crate::Raft;
 use flotilla_store::{Command, CommandResult, Op, OpResult, WriteError};
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::clock::Clock;
+/// Milliseconds since the Unix epoch, from whatever clock the peer uses.
+pub type NowFn = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 
 /// Ops packed into one log entry at most: bounds entry size and the time
 /// one apply holds the state lock.
@@ -83,10 +85,11 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn start(raft: Raft, channels: Channels, identity: ClusterIdentity, clock: Arc<dyn Clock>) -> Self {
+    /// `now_unix_ms` stamps each entry with the cluster time it was proposed at.
+    pub fn start(raft: Raft, channels: Channels, identity: ClusterIdentity, now_unix_ms: NowFn) -> Self {
         let (queue, rx) = mpsc::channel(MAX_QUEUED_WRITES);
         let link = LeaderLink { raft, channels, identity };
-        tokio::spawn(run_batcher(rx, link, clock));
+        tokio::spawn(run_batcher(rx, link, now_unix_ms));
         Self { queue }
     }
 
@@ -118,7 +121,7 @@ impl Proposer {
     }
 }
 
-async fn run_batcher(mut rx: mpsc::Receiver<Pending>, link: LeaderLink, clock: Arc<dyn Clock>) {
+async fn run_batcher(mut rx: mpsc::Receiver<Pending>, link: LeaderLink, now_unix_ms: NowFn) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     // A write that did not fit the previous entry opens the next one.
     let mut carry: Option<Pending> = None;
@@ -149,15 +152,15 @@ async fn run_batcher(mut rx: mpsc::Receiver<Pending>, link: LeaderLink, clock: A
             }
         }
         let link = link.clone();
-        let clock = clock.clone();
+        let now_unix_ms = now_unix_ms.clone();
         tokio::spawn(async move {
-            submit_batch(&link, clock.as_ref(), batch).await;
+            submit_batch(&link, now_unix_ms.as_ref(), batch).await;
             drop(permit);
         });
     }
 }
 
-async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, mut batch: Vec<Pending>) {
+async fn submit_batch(link: &LeaderLink, now_unix_ms: &(dyn Fn() -> u64 + Send + Sync), mut batch: Vec<Pending>) {
     loop {
         if batch.iter().any(|p| p.forwarded) && !link.raft.is_leader() {
             batch = refuse_forwarded(batch);
@@ -169,7 +172,7 @@ async fn submit_batch(link: &LeaderLink, clock: &dyn Clock, mut batch: Vec<Pendi
         for p in &batch {
             ops.extend(p.ops.iter().cloned());
         }
-        let command = Command { time_unix_ms: clock.now_unix_ms(), ops };
+        let command = Command { time_unix_ms: now_unix_ms(), ops };
         let forwarded = batch.iter().any(|p| p.forwarded);
         let written = if forwarded { link.write_here(command).await } else { link.write(command).await };
         match written {
