@@ -404,7 +404,7 @@ heartbeat_ms = 50
         assert_eq!(c.max_voters, 3);
         assert_eq!(c.timing.election_timeout_min_ms, 200);
         assert_eq!(c.advertised_addr(), "127.0.0.1:7101");
-        assert_eq!(c.membership().peers.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(c.membership().peers.iter().map(|p| p.id).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
