@@ -16,7 +16,7 @@ from pathlib import Path
 
 # Plain synchronous Rust over plain data: no async runtime, no storage, no
 # network, no clock or randomness of their own.
-PURE = {"flotilla-api", "flotilla-store", "flotilla-scheduler", "flotilla-controllers", "flotilla-fence"}
+PURE = {"flotilla-api", "flotilla-store", "flotilla-scheduler", "flotilla-controllers", "flotilla-control", "flotilla-fence"}
 # What a pure crate must not depend on, beyond the workspace's IO crates.
 IO_CRATES = {"tokio", "tonic", "rocksdb", "openraft", "bollard", "hyper", "rand", "tower", "turmoil"}
 # What a pure crate's sources must not call: clocks, randomness, files,

@@ -71,9 +71,11 @@ pub(crate) fn node_ready_reason(node: &Node) -> &str {
         .map_or("", |c| c.reason.as_str())
 }
 
-pub(crate) const NODE_LOST: &str = "NodeLost";
+/// The reason on a lost node's Ready condition and on its Pods.
+pub const NODE_LOST: &str = "NodeLost";
 
-pub(crate) fn node_lost(node: &Node) -> bool {
+/// Whether the node lifecycle has declared this node lost.
+pub fn node_lost(node: &Node) -> bool {
     !node_ready(node) && node_ready_reason(node) == NODE_LOST
 }
 
@@ -157,7 +159,7 @@ pub(crate) fn event(
 
 /// Sets a condition, keeping its transition time while its status holds,
 /// so that rewriting the same status is no change at all.
-pub(crate) fn set_condition(
+pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: &str,

@@ -62,6 +62,7 @@ mod statefulset;
 #[cfg(test)]
 mod sim;
 
+pub use common::{NODE_LOST, node_lost, set_condition};
 pub use events::{EVENT_TTL_MS, MAX_EVENTS, expire_events};
 pub use names::{NAME_ALPHABET, pod_name_suffix, template_hash};
 pub use node::{NodeTiming, declared_lost, node_lifecycle};

@@ -16,15 +16,23 @@ use flotilla_proto::api::{
     ListResponse, PeerStatus, PreconditionKind, PutRequest, PutResponse, StatusRequest, StatusResponse, WatchEvent,
     WatchRequest,
 };
-use flotilla_raft::AppliedEvent;
+use flotilla_raft::membership::ClusterMembership;
+use flotilla_raft::network::Channels;
+use flotilla_raft::proposer::{LeaderLink, Proposer};
+use flotilla_raft::{AppliedEvent, Raft, StoreHandle};
 use flotilla_store::{Event, EventType, MAX_OBJECT_BYTES, ObjectKey, Op, OpResult, Precondition, ReadError, WriteError};
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::PeerCore;
-use crate::objects::new_uid;
+use flotilla_control::apply::{self, Applied, MAX_APPLY_ATTEMPTS};
+use flotilla_control::delete::{self, Deletion, MAX_CASCADE_OBJECTS};
+use flotilla_control::objects::{labels_of, new_uid, uid_of};
+
 use flotilla_raft::proposer::ProposeError;
+
+use crate::Random;
+use crate::clock::Clock;
 
 /// Events a watch replays from history per read of the store, so one slow
 /// watcher never holds the state lock for long.
@@ -34,12 +42,26 @@ const WATCH_BUFFER: usize = 256;
 /// How long a linearizable read waits for this replica to catch up.
 const READ_CATCH_UP: Duration = Duration::from_secs(5);
 
+/// The Objects service, with what it needs of the peer.
 pub struct ObjectsService {
-    pub core: Arc<PeerCore>,
+    pub store: StoreHandle,
+    pub proposer: Proposer,
+    pub link: LeaderLink,
+    pub clock: Arc<dyn Clock>,
+    pub closing: watch::Receiver<bool>,
 }
 
+/// The Cluster service, with what it needs of the peer.
 pub struct ClusterService {
-    pub core: Arc<PeerCore>,
+    pub id: u64,
+    pub raft: Raft,
+    pub store: StoreHandle,
+    pub link: LeaderLink,
+    pub channels: Channels,
+    pub membership: Arc<ClusterMembership>,
+    pub max_voters: u32,
+    /// Silence after which another peer shows as unreachable.
+    pub silence_limit: Duration,
 }
 
 fn key_from(key: Option<flotilla_proto::api::ObjectKey>) -> Result<ObjectKey, Status> {
@@ -61,7 +83,7 @@ fn precondition_from(p: Option<flotilla_proto::api::Precondition>) -> Result<Pre
     }
 }
 
-pub(crate) fn propose_status(e: ProposeError) -> Status {
+fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::Busy => Status::resource_exhausted(e.to_string()),
         ProposeError::Indeterminate(_) => Status::unknown(e.to_string()),
@@ -89,25 +111,25 @@ impl ObjectsService {
     /// then removes it, so its name (a StatefulSet ordinal) is free only
     /// once nothing runs under it.
     async fn delete_one(&self, key: &ObjectKey) -> Result<(String, u64), Status> {
-        for attempt in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+        for attempt in 0..MAX_APPLY_ATTEMPTS {
             if attempt > 0 {
                 // The object changed under us: judge it again on state at
                 // least as new as the write that beat us.
                 self.read_barrier(false).await?;
             }
-            let now = self.core.clock.now_unix_ms();
-            let op = match self.core.store.read(|s| crate::resources::deletion(s, key, now)) {
-                crate::resources::Deletion::Graceful { object, revision } => {
+            let now = self.clock.now_unix_ms();
+            let op = match self.store.read(|s| delete::deletion(s, key, now)) {
+                Deletion::Graceful { object, revision } => {
                     Op::Put { key: key.clone(), object, precondition: Precondition::Revision(revision), uid: String::new() }
                 }
-                crate::resources::Deletion::Terminating { uid, revision } => return Ok((uid, revision)),
-                crate::resources::Deletion::Now { revision } => Op::Delete {
+                Deletion::Terminating { uid, revision } => return Ok((uid, revision)),
+                Deletion::Now { revision } => Op::Delete {
                     key: key.clone(),
                     precondition: revision.map_or(Precondition::MustExist, Precondition::Revision),
                 },
             };
             match self.write(op).await {
-                Ok(r) => return Ok((crate::resources::uid_of(&r.object), r.revision)),
+                Ok(r) => return Ok((uid_of(&r.object), r.revision)),
                 Err(s) if s.code() == tonic::Code::Aborted => continue,
                 Err(s) => return Err(s),
             }
@@ -116,7 +138,7 @@ impl ObjectsService {
     }
 
     async fn write(&self, op: Op) -> Result<OpResult, Status> {
-        let mut results = self.core.proposer.propose(vec![op]).await.map_err(propose_status)?;
+        let mut results = self.proposer.propose(vec![op]).await.map_err(propose_status)?;
         results.pop().expect("one result per op").map_err(write_status)
     }
 
@@ -127,8 +149,8 @@ impl ObjectsService {
         if stale {
             return Ok(());
         }
-        let index = self.core.link.read_index().await.map_err(propose_status)?;
-        tokio::time::timeout(READ_CATCH_UP, self.core.store.wait_applied(index))
+        let index = self.link.read_index().await.map_err(propose_status)?;
+        tokio::time::timeout(READ_CATCH_UP, self.store.wait_applied(index))
             .await
             .map_err(|_| Status::unavailable(format!("this peer has not caught up to index {index}; try another peer or --stale")))
     }
@@ -146,7 +168,7 @@ impl Objects for ObjectsService {
             )));
         }
         let precondition = precondition_from(req.precondition)?;
-        let op = Op::Put { key, object: req.object_json, precondition, uid: new_uid() };
+        let op = Op::Put { key, object: req.object_json, precondition, uid: new_uid(&Random) };
         let r = self.write(op).await?;
         Ok(Response::new(PutResponse { object_json: r.object, revision: r.revision }))
     }
@@ -162,7 +184,7 @@ impl Objects for ObjectsService {
         let req = request.into_inner();
         let key = key_from(req.key)?;
         self.read_barrier(req.stale).await?;
-        let (object, revision) = self.core.store.read(|s| (s.get(&key).map(|o| o.json.to_string()), s.revision()));
+        let (object, revision) = self.store.read(|s| (s.get(&key).map(|o| o.json.to_string()), s.revision()));
         let object = object.ok_or_else(|| Status::not_found(format!("{key} not found")))?;
         Ok(Response::new(GetResponse { object_json: object, revision }))
     }
@@ -179,12 +201,12 @@ impl Objects for ObjectsService {
         };
         self.read_barrier(req.stale).await?;
         let namespace = (!req.all_namespaces).then_some(req.namespace.as_str());
-        let listed = self.core.store.read(|s| s.list(&req.kind, namespace, req.revision)).map_err(read_status)?;
+        let listed = self.store.read(|s| s.list(&req.kind, namespace, req.revision)).map_err(read_status)?;
         let items_json = listed
             .items
             .into_iter()
             .map(|(_, o)| o.json.to_string())
-            .filter(|json| selector.as_ref().is_none_or(|sel| sel.matches(&crate::resources::labels_of(json))))
+            .filter(|json| selector.as_ref().is_none_or(|sel| sel.matches(&labels_of(json))))
             .collect();
         Ok(Response::new(ListResponse { items_json, revision: listed.revision }))
     }
@@ -197,47 +219,27 @@ impl Objects for ObjectsService {
                 req.object_json.len()
             )));
         }
-        let prepared = crate::resources::prepare(&req).map_err(Status::invalid_argument)?;
+        let prepared = apply::prepare(&req.object_json, &req.namespace, req.warn_unknown_fields, &Random)
+            .map_err(Status::invalid_argument)?;
         let key = prepared.key.clone();
-        for _ in 0..crate::resources::MAX_APPLY_ATTEMPTS {
+        let reply = |object_json, revision, action: ApplyAction| {
+            Response::new(ApplyResponse { object_json, revision, action: action as i32, warnings: prepared.warnings.clone() })
+        };
+        for _ in 0..MAX_APPLY_ATTEMPTS {
             self.read_barrier(false).await?;
-            let live = self.core.store.read(|s| s.get(&key).cloned());
-            let live_value: Option<serde_json::Value> =
-                live.as_ref().map(|o| serde_json::from_str(&o.json).expect("stored objects are JSON"));
-            if req.create_only && live.is_some() {
-                return Err(Status::already_exists(format!("{key} already exists")));
-            }
-            let merged = flotilla_api::apply::merge_onto_live(&prepared.object, live_value.as_ref());
-            if let (Some(stored), Some(lv)) = (&live, &live_value)
-                && flotilla_api::apply::same_desired_state(&merged, lv)
-            {
-                return Ok(Response::new(ApplyResponse {
-                    object_json: stored.json.to_string(),
-                    revision: stored.mod_revision,
-                    action: ApplyAction::Unchanged as i32,
-                    warnings: prepared.warnings,
-                }));
-            }
-            let action = if live.is_some() { ApplyAction::Configured } else { ApplyAction::Created };
+            let live = self.store.read(|s| s.get(&key).cloned());
+            let applied = apply::merge(&prepared, live.as_ref(), req.create_only).map_err(|e| Status::already_exists(e.to_string()))?;
+            let (object, precondition, created) = match applied {
+                Applied::Unchanged { object, revision } => return Ok(reply(object, revision, ApplyAction::Unchanged)),
+                Applied::Write { object, precondition, created } => (object, precondition, created),
+            };
+            let action = if created { ApplyAction::Created } else { ApplyAction::Configured };
             if req.dry_run {
-                return Ok(Response::new(ApplyResponse {
-                    object_json: merged.to_string(),
-                    revision: 0,
-                    action: action as i32,
-                    warnings: prepared.warnings,
-                }));
+                return Ok(reply(object, 0, action));
             }
-            let precondition = live.as_ref().map_or(Precondition::MustNotExist, |l| Precondition::Revision(l.mod_revision));
-            let op = Op::Put { key: key.clone(), object: merged.to_string(), precondition, uid: new_uid() };
+            let op = Op::Put { key: key.clone(), object, precondition, uid: new_uid(&Random) };
             match self.write(op).await {
-                Ok(r) => {
-                    return Ok(Response::new(ApplyResponse {
-                        object_json: r.object,
-                        revision: r.revision,
-                        action: action as i32,
-                        warnings: prepared.warnings,
-                    }));
-                }
+                Ok(r) => return Ok(reply(r.object, r.revision, action)),
                 // Someone changed it between the read and the write: merge again.
                 Err(s) if s.code() == tonic::Code::Aborted || (s.code() == tonic::Code::AlreadyExists && !req.create_only) => {}
                 Err(s) => return Err(s),
@@ -254,7 +256,7 @@ impl Objects for ObjectsService {
         let mut deleted = Vec::new();
         let mut revision = 0;
         while let Some(key) = queue.pop_front() {
-            if deleted.len() >= crate::resources::MAX_CASCADE_OBJECTS {
+            if deleted.len() >= MAX_CASCADE_OBJECTS {
                 return Err(Status::resource_exhausted(format!(
                     "cascade from {first} reached {} objects; deleted so far: {}",
                     deleted.len(),
@@ -264,7 +266,7 @@ impl Objects for ObjectsService {
             // The uid as this replica knows it: the garbage collector may
             // remove a dependent first, and what that one owned must still
             // be found and waited for.
-            let known_uid = self.core.store.read(|s| s.get(&key).map(|o| crate::resources::uid_of(&o.json)));
+            let known_uid = self.store.read(|s| s.get(&key).map(|o| uid_of(&o.json)));
             let uid = match self.delete_one(&key).await {
                 Ok((uid, r)) => {
                     revision = r;
@@ -278,7 +280,7 @@ impl Objects for ObjectsService {
                 Err(s) => return Err(s),
             };
             if req.cascade {
-                queue.extend(self.core.store.read(|s| crate::resources::owned_by(s, &key.namespace, &uid)));
+                queue.extend(self.store.read(|s| delete::owned_by(s, &key.namespace, &uid)));
             }
         }
         Ok(Response::new(DeleteObjectResponse {
@@ -302,17 +304,17 @@ impl Objects for ObjectsService {
             namespace: (!req.all_namespaces).then_some(req.namespace),
         };
         let from = (req.from_revision > 0).then_some(req.from_revision);
-        let (first_page, live, current) = self.core.store.subscribe(from, WATCH_PAGE);
+        let (first_page, live, current) = self.store.subscribe(from, WATCH_PAGE);
         let first_page = first_page.map_err(read_status)?;
         let start = from.unwrap_or(current);
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let store = self.core.store.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             let mut w = Watcher { filter, tx, last: start, store };
             w.run(first_page, live).await;
         });
         let events = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, events))))
+        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.closing, events))))
     }
 }
 
@@ -424,12 +426,11 @@ impl Watcher {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let core = &self.core;
         let local = request.into_inner().local;
         if !local
-            && let Some((leader, addr)) = core.link.leader().await
-            && leader != core.id
-            && let Ok(channel) = core.channels.get(&addr)
+            && let Some((leader, addr)) = self.link.leader().await
+            && leader != self.id
+            && let Ok(channel) = self.channels.get(&addr)
         {
             let mut req = Request::new(StatusRequest { local: true });
             req.set_timeout(Duration::from_secs(2));
@@ -437,7 +438,7 @@ impl Cluster for ClusterService {
                 return Ok(r);
             }
         }
-        Ok(Response::new(core.local_status()))
+        Ok(Response::new(self.local_status()))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
@@ -451,30 +452,29 @@ impl Cluster for ClusterService {
         if req.incarnation.is_empty() {
             return Err(Status::invalid_argument("incarnation: required"));
         }
-        let core = &self.core;
-        let (leader, addr) = core.link.leader().await.ok_or_else(|| Status::unavailable("no leader yet"))?;
-        if leader == core.id {
-            core.membership
-                .add_learner(&core.raft, req.id, req.addr, req.incarnation)
+        let (leader, addr) = self.link.leader().await.ok_or_else(|| Status::unavailable("no leader yet"))?;
+        if leader == self.id {
+            self.membership
+                .add_learner(&self.raft, req.id, req.addr, req.incarnation)
                 .await
                 .map_err(|e| Status::unavailable(format!("adding peer failed: {e}")))?;
             return Ok(Response::new(JoinResponse { leader }));
         }
-        let channel = core.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        let channel = self.channels.get(&addr).map_err(|e| Status::unavailable(e.to_string()))?;
         ClusterClient::new(channel).join(Request::new(req)).await
     }
 }
 
-impl PeerCore {
+impl ClusterService {
     /// This peer's view of the cluster. On the leader it includes how far
     /// each peer has replicated and when it last answered.
-    pub fn local_status(&self) -> StatusResponse {
+    fn local_status(&self) -> StatusResponse {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let learners: Vec<u64> = membership.learner_ids().collect();
         let leader = m.current_leader;
-        let silence_limit = Duration::from_millis(self.config.timing.election_timeout_max_ms * 2);
+        let silence_limit = self.silence_limit;
         let peers: Vec<PeerStatus> = membership
             .nodes()
             .map(|(&id, node)| {
@@ -522,7 +522,7 @@ impl PeerCore {
             voters,
             learners,
             peers,
-            max_voters: self.config.max_voters,
+            max_voters: self.max_voters,
             failures_tolerated: flotilla_fence::failures_tolerated(membership.get_joint_config(), &down),
         }
     }

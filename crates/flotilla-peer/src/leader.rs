@@ -1,33 +1,32 @@
-//! The leader's control loop: node liveness, workload controllers and the
-//! scheduler, each pure, driven here over the local replica.
+//! The leader's control loop: rounds of the pure control plane
+//! ([`flotilla_control::round`]) driven over the local replica.
 //!
-//! Only the Raft leader runs a round. A round reads the applied state,
-//! asks the pure cores what should change, and proposes the changes as
-//! compare-and-set writes: if anything moved meanwhile (a user's edit, an
-//! agent's status) the write fails and the next round decides again from
-//! fresh state. Rounds run on every applied change and on a timer for
-//! the node timers, never more often than `MIN_ROUND_INTERVAL`.
+//! Only the Raft leader runs a round. A round reads the applied state and
+//! the heartbeat table, asks the control plane what should change, and
+//! proposes its compare-and-set writes. Rounds run on every applied change
+//! and on a timer for the node timers, never more often than
+//! `MIN_ROUND_INTERVAL`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 // Tokio's clock, so paused or simulated time drives the leader's timers too.
 use tokio::time::Instant;
 
-use flotilla_api::{Object, Pod};
-use flotilla_controllers::{Action, ClusterView, Limits, NodeTiming};
-use flotilla_fence::{Heartbeats, Reading, Refused};
-use flotilla_raft::{AppliedEvent, StoreHandle};
+use flotilla_control::round::{self, RoundInput};
+use flotilla_control::view::ViewCache;
+use flotilla_controllers::NodeTiming;
+use flotilla_fence::{Heartbeats, LeaderView, Reading, Refused, lease};
+use flotilla_raft::proposer::LeaderLink;
+use flotilla_raft::{AppliedEvent, Raft, StoreHandle};
+use flotilla_store::Command;
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver as _;
-use flotilla_scheduler::{Plan, SchedulerConfig};
-use flotilla_store::{Command, ObjectKey, Op, Precondition};
 use tokio::sync::{broadcast, watch};
 
-use crate::PeerCore;
 use crate::clock::Clock;
-use crate::objects;
-use crate::resources::{self, Deletion};
-use crate::view::ViewCache;
+use crate::config::Timing;
+use crate::{Random, changes};
 
 /// Rounds are at least this far apart, so a burst of changes makes one
 /// round, not one per change.
@@ -38,36 +37,68 @@ const EVENT_EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 /// state machine.
 pub const MAX_OPS_PER_PROPOSAL: usize = 512;
 
-/// The leader's table of answered heartbeats (see
-/// [`flotilla_fence::heartbeats`]), shared by the heartbeat service and
-/// the rounds.
+/// The leader's side of node heartbeats: its table of answered heartbeats
+/// (see [`flotilla_fence::heartbeats`]), shared by the heartbeat service,
+/// this peer's own node and the rounds.
 ///
 /// Times are monotonic, so a wall-clock step on the leader cannot make a
 /// node look silent; they are turned into wall-clock milliseconds only
 /// for the pure lifecycle controller, relative to one reading.
-#[derive(Default)]
 pub struct Liveness {
+    id: u64,
+    raft: Raft,
+    /// How long a quorum's acknowledgement proves the lease (see
+    /// [`flotilla_fence::lease`]).
+    lease: Duration,
     table: Mutex<Heartbeats>,
 }
 
 impl Liveness {
+    pub fn new(id: u64, raft: Raft, lease: Duration) -> Self {
+        Liveness { id, raft, lease, table: Mutex::new(Heartbeats::default()) }
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Heartbeats> {
         self.table.lock().expect("liveness lock")
     }
 
-    /// Records a heartbeat answered in `term`, unless the node is being
-    /// declared lost right now.
-    pub fn accept(&self, term: u64, node: &str) -> Result<(), Refused> {
-        self.table().accept(term, node, Instant::now().into_std())
+    /// Answers `node`'s heartbeat with this leader's term, only while this
+    /// peer leads with a lease it can prove, so no node is told "keep
+    /// running" by a deposed leader, and not while the node is being
+    /// declared lost.
+    pub fn answer(&self, node: &str) -> Result<u64, String> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let view = LeaderView {
+            me: self.id,
+            leader: metrics.current_leader,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+            quorum_acked_ago: metrics.last_quorum_acked.map(|at| at.elapsed()),
+        };
+        lease(&view, self.lease).map_err(|e| e.to_string())?;
+        self.table().accept(metrics.current_term, node, Instant::now().into_std()).map_err(|e: Refused| e.to_string())?;
+        Ok(metrics.current_term)
     }
 
-    fn set_leading(&self, leading_term: Option<u64>) -> Option<Instant> {
+    /// The term this peer leads in, if it leads; a new term starts the
+    /// table afresh.
+    fn set_leading(&self) -> Option<Instant> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leading_term = (metrics.current_leader == Some(self.id)).then_some(metrics.current_term);
         self.table().set_leading(leading_term, Instant::now().into_std()).map(Instant::from_std)
     }
 
     fn read(&self) -> Reading {
         self.table().read()
     }
+}
+
+/// What the leader's rounds need.
+pub struct Leader {
+    pub store: StoreHandle,
+    pub link: LeaderLink,
+    pub liveness: Arc<Liveness>,
+    pub timing: Timing,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The heartbeats of `reading` as wall-clock milliseconds relative to
@@ -81,19 +112,19 @@ fn unix_ms_of(at: Instant, now_unix_ms: u64) -> u64 {
 }
 
 /// Runs rounds while this peer leads, until `stop` turns true.
-pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
-    let timing = &core.config.timing;
+pub async fn run(leader: Leader, mut stop: watch::Receiver<bool>) {
+    let Leader { store, link, liveness, timing, clock } = leader;
     let node_timing = NodeTiming {
         not_ready_after_ms: timing.not_ready_after_ms,
         lost_after_ms: timing.lost_after_ms,
         leader_grace_ms: timing.lost_after_ms,
     };
     let tick = Duration::from_millis(timing.node_heartbeat_ms);
-    let (_, mut events, _) = core.store.subscribe(None, 0);
+    let (_, mut events, _) = store.subscribe(None, 0);
     // Decoded objects, kept only while this peer leads: a follower has no
     // use for them.
     let mut cache: Option<ViewCache> = None;
-    let mut round: u64 = 0;
+    let mut rounds: u64 = 0;
     let mut events_expired_at = Instant::now();
     loop {
         tokio::select! {
@@ -102,7 +133,7 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
             // Events change nothing a round decides on, and the events a
             // round writes would otherwise wake the next one. Every event
             // keeps the decoded copy current on the way; missed ones drop it.
-            changed = objects::next_change(&mut events, |kind| kind != "Event", |event| match event {
+            changed = changes::next_change(&mut events, |kind| kind != "Event", |event| match event {
                 Some(event) => feed(&mut cache, event),
                 None => cache = None,
             }) => {
@@ -122,22 +153,22 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         }
         // A leader whose clock is behind its predecessor's still decides
         // with the cluster's time, so deadlines and back-offs never rewind.
-        let now = clock.now_unix_ms().max(core.store.read(|s| s.time_unix_ms()));
-        let metrics = core.raft.metrics().borrow_watched().clone();
-        let leading_term = (metrics.current_leader == Some(core.id)).then_some(metrics.current_term);
-        let Some(leader_since) = core.liveness.set_leading(leading_term) else {
+        let now = clock.now_unix_ms().max(store.read(|s| s.time_unix_ms()));
+        let Some(leader_since) = liveness.set_leading() else {
             cache = None;
             continue;
         };
         let leader_since = unix_ms_of(leader_since, now);
-        let view = cache.get_or_insert_with(|| core.store.read(ViewCache::load)).cluster_view(now);
-        round += 1;
-        let reading = core.liveness.read();
-        let (mut ops, lost) = plan_round(&core, &view, &reading, &node_timing, leader_since, now, round);
+        let view = cache.get_or_insert_with(|| store.read(ViewCache::load)).cluster_view(now);
+        rounds += 1;
+        let reading = liveness.read();
+        let heartbeats = heartbeats_unix_ms(&reading, now);
+        let input = RoundInput { view: &view, heartbeats: &heartbeats, timing: &node_timing, leader_since, round: rounds };
+        let round::Round { mut ops, lost } = round::plan(&input, &Random);
         // A node answered since the reading may already be catching up to
         // an index before this declaration: decide again on a fresh one.
         if !lost.is_empty()
-            && let Err(answered) = core.liveness.table().declare_lost(&reading, &lost)
+            && let Err(answered) = liveness.table().declare_lost(&reading, &lost)
         {
             tracing::debug!(?answered, "nodes answered while this round declared them lost; deciding again");
             continue;
@@ -146,21 +177,15 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
         // their own rather than decoded every round.
         if events_expired_at.elapsed() >= EVENT_EXPIRY_INTERVAL {
             events_expired_at = Instant::now();
-            let events: Vec<flotilla_api::cluster::Event> = core.store.read(|s| objects::decode_all(s, flotilla_api::Kind::Event));
-            let expired = flotilla_controllers::expire_events(
-                &events,
-                now,
-                flotilla_controllers::EVENT_TTL_MS,
-                flotilla_controllers::MAX_EVENTS,
-                MAX_OPS_PER_PROPOSAL,
-            );
-            ops.extend(expired.into_iter().filter_map(|a| action_op(a, &core.store, now)));
+            let events: Vec<flotilla_api::cluster::Event> =
+                store.read(|s| flotilla_control::objects::decode_all(s, flotilla_api::Kind::Event));
+            ops.extend(round::expire_events(&events, now, MAX_OPS_PER_PROPOSAL, &Random));
         }
         // A round's writes are independent compare-and-sets decided on one
         // view, so its proposals go out together and share fsyncs rather
         // than each waiting for the one before to commit.
         let written = futures::future::join_all(ops.chunks(MAX_OPS_PER_PROPOSAL).map(|chunk| {
-            core.link.write_here(Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() })
+            link.write_here(Command { time_unix_ms: clock.now_unix_ms(), ops: chunk.to_vec() })
         }))
         .await;
         for result in written {
@@ -174,36 +199,11 @@ pub async fn run(core: Arc<PeerCore>, clock: Arc<dyn Clock>, mut stop: watch::Re
                 Err(e) => tracing::debug!("leader round not written: {e}"),
             }
         }
-        core.liveness.table().declared(&lost);
+        liveness.table().declared(&lost);
         // Changes that arrive meanwhile (this round's own writes among
         // them) wake the next round at once.
         tokio::time::sleep(MIN_ROUND_INTERVAL).await;
     }
-}
-
-/// One round's decisions, as store writes, and the nodes they declare lost.
-fn plan_round(
-    core: &PeerCore,
-    view: &ClusterView,
-    reading: &Reading,
-    node_timing: &NodeTiming,
-    leader_since: u64,
-    now: u64,
-    round: u64,
-) -> (Vec<Op>, BTreeSet<String>) {
-    let heartbeats = heartbeats_unix_ms(reading, now);
-    let mut actions = flotilla_controllers::node_lifecycle(view, &heartbeats, leader_since, node_timing);
-    let lost = flotilla_controllers::declared_lost(&actions);
-    actions.extend(flotilla_controllers::reconcile(view, &Limits::default()));
-    let mut ops: Vec<Op> = actions.into_iter().filter_map(|a| action_op(a, &core.store, now)).collect();
-    // Pods the controllers are about to change are left for the next
-    // round's scheduler: their revision is about to move.
-    let touched: std::collections::BTreeSet<ObjectKey> = ops.iter().map(|op| op.key().clone()).collect();
-    let pods: Vec<Arc<Pod>> = view.pods.iter().filter(|p| !touched.contains(&objects::pod_key(p))).cloned().collect();
-    let config = SchedulerConfig { seed: round, ..SchedulerConfig::default() };
-    let plan = flotilla_scheduler::schedule(&view.nodes, &pods, &config);
-    ops.extend(plan_ops(&plan, &view.pods, now));
-    (ops, lost)
 }
 
 fn feed(cache: &mut Option<ViewCache>, event: &AppliedEvent) {
@@ -216,86 +216,4 @@ fn feed(cache: &mut Option<ViewCache>, event: &AppliedEvent) {
         // A snapshot replaced the store: the copy is rebuilt from it.
         AppliedEvent::Reset { .. } => *cache = None,
     }
-}
-
-fn action_op(action: Action, store: &StoreHandle, now: u64) -> Option<Op> {
-    match action {
-        Action::Create(object) => {
-            let key = objects::key_of(&object);
-            Some(Op::Put { key, object: object.to_json(), precondition: Precondition::MustNotExist, uid: objects::new_uid() })
-        }
-        Action::Update(object) => {
-            let key = objects::key_of(&object);
-            let revision = object.metadata().resource_version.parse().ok()?;
-            Some(Op::Put { key, object: object.to_json(), precondition: Precondition::Revision(revision), uid: String::new() })
-        }
-        Action::Delete { kind, namespace, name, resource_version } => {
-            let revision: u64 = resource_version.parse().ok()?;
-            let key = ObjectKey::new(kind.name(), namespace, name);
-            // Bound Pods are deleted as users' deletes are: gracefully.
-            match store.read(|s| resources::deletion(s, &key, now)) {
-                Deletion::Graceful { object, revision: current } if current == revision => {
-                    Some(Op::Put { key, object, precondition: Precondition::Revision(revision), uid: String::new() })
-                }
-                Deletion::Graceful { .. } | Deletion::Terminating { .. } => None,
-                Deletion::Now { .. } => Some(Op::Delete { key, precondition: Precondition::Revision(revision) }),
-            }
-        }
-        Action::Event { involved, reason, message, warning } => {
-            Some(objects::event_op(involved, &reason, &message, warning, "flotilla-controller", now))
-        }
-    }
-}
-
-/// Bindings as compare-and-set writes of each Pod with its node set, and
-/// unschedulable Pods' PodScheduled condition with an event when the
-/// reason changes.
-fn plan_ops(plan: &Plan, pods: &[Arc<Pod>], now: u64) -> Vec<Op> {
-    let by_key: BTreeMap<(&str, &str), &Pod> =
-        pods.iter().map(|p| ((p.metadata.namespace.as_str(), p.metadata.name.as_str()), &**p)).collect();
-    let bound = plan.bindings.iter().filter_map(|b| {
-        let pod = by_key.get(&(b.namespace.as_str(), b.name.as_str()))?;
-        let message = format!("Successfully assigned {}/{} to {}", b.namespace, b.name, b.node);
-        scheduling_ops(pod, Some(&b.node), &message, now)
-    });
-    let unschedulable = plan.unschedulable.iter().filter_map(|u| {
-        let pod = by_key.get(&(u.namespace.as_str(), u.name.as_str()))?;
-        scheduling_ops(pod, None, &u.message, now)
-    });
-    bound.chain(unschedulable).flatten().collect()
-}
-
-/// The Pod written back (compare-and-set on the revision the plan read)
-/// bound to `node`, or marked unschedulable, with the matching event.
-/// Nothing when an unschedulable Pod already says the same.
-fn scheduling_ops(pod: &Pod, node: Option<&str>, message: &str, now: u64) -> Option<[Op; 2]> {
-    let revision = pod.metadata.resource_version.parse().ok()?;
-    let mut written = pod.clone();
-    let status = written.status.get_or_insert_with(Default::default);
-    if status.phase.is_empty() {
-        status.phase = "Pending".into();
-    }
-    let (reason, warning) = match node {
-        Some(node) => {
-            written.spec.node_name = node.to_string();
-            let status = written.status.as_mut().expect("set above");
-            objects::set_condition(&mut status.conditions, "PodScheduled", "True", "", "", now);
-            ("Scheduled", false)
-        }
-        None => {
-            if status.conditions.iter().any(|c| c.type_ == "PodScheduled" && c.message == message) {
-                return None;
-            }
-            objects::set_condition(&mut status.conditions, "PodScheduled", "False", "Unschedulable", message, now);
-            ("FailedScheduling", true)
-        }
-    };
-    let put = Op::Put {
-        key: objects::pod_key(pod),
-        object: serde_json::to_string(&written).expect("API types serialize"),
-        precondition: Precondition::Revision(revision),
-        uid: String::new(),
-    };
-    let event = objects::event_op(objects::reference(&Object::Pod(pod.clone())), reason, message, warning, "flotilla-scheduler", now);
-    Some([put, event])
 }

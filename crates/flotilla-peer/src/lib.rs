@@ -2,15 +2,13 @@
 //! RocksDB and tonic, serves the peer and client APIs on one address, joins
 //! or bootstraps the cluster, and shuts down cleanly.
 
-pub mod api;
+mod api;
+mod changes;
 pub mod clock;
 pub mod config;
-pub mod leader;
-pub mod node;
-pub mod nodes;
-pub mod objects;
-pub mod resources;
-pub mod view;
+mod leader;
+mod node;
+mod nodes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use flotilla_runtime::PodRuntime;
 use flotilla_proto::raft::raft_transport_server::RaftTransportServer;
 use flotilla_raft::network::{Channels, MAX_PEER_MESSAGE_BYTES, NetworkFactory};
 use flotilla_raft::backend::Cf;
-use flotilla_raft::{Backend, IoMode, LogStore, Raft, RocksBackend, StateMachine, StoreHandle};
+use flotilla_raft::{Backend, IoMode, LogStore, Raft, RocksBackend, StateMachine};
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -57,26 +55,14 @@ pub enum PeerError {
     Server(#[from] tonic::transport::Error),
 }
 
-/// Everything the services share.
-pub struct PeerCore {
-    pub id: u64,
-    pub config: PeerConfig,
-    pub raft: Raft,
-    pub store: StoreHandle,
-    pub proposer: Proposer,
-    pub link: LeaderLink,
-    pub membership: Arc<ClusterMembership>,
-    pub channels: Channels,
-    pub clock: Arc<dyn Clock>,
-    /// Runs the Pods bound to this peer's node.
-    pub agent: Arc<Agent>,
-    /// Node heartbeats, while this peer leads.
-    pub liveness: leader::Liveness,
-    /// Set when this peer begins to shut down. The server's graceful
-    /// shutdown waits for every open stream, so the long-lived ones
-    /// (replication, watches, followed logs) end then: see
-    /// [`flotilla_raft::until_closing`].
-    pub closing: watch::Receiver<bool>,
+/// The peer's randomness, which the simulator seeds (see
+/// [`flotilla_raft::entropy`]), as the control plane takes it.
+struct Random;
+
+impl flotilla_control::Entropy for Random {
+    fn fill(&self, dest: &mut [u8]) {
+        flotilla_raft::entropy::fill(dest);
+    }
 }
 
 fn raft_config(config: &PeerConfig) -> Result<openraft::Config, PeerError> {
@@ -289,52 +275,88 @@ where
     let (agent, reports) = Agent::start(agent_config, runtime, Arc::new(move || now.now_unix_ms()));
     let agent = Arc::new(agent);
     let (closing_tx, closing) = watch::channel(false);
-    let core = Arc::new(PeerCore {
+    let liveness = Arc::new(leader::Liveness::new(
+        config.id,
+        raft.clone(),
+        std::time::Duration::from_millis(config.timing.election_timeout_min_ms),
+    ));
+    let side = Arc::new(node::NodeSide {
         id: config.id,
         config: config.clone(),
-        raft: raft.clone(),
-        store,
-        proposer,
+        store: store.clone(),
+        proposer: proposer.clone(),
         link: link.clone(),
+        channels: channels.clone(),
         membership: membership.clone(),
-        channels,
-        clock: clock.clone(),
-        agent: agent.clone(),
-        liveness: leader::Liveness::default(),
-        closing: closing.clone(),
+        liveness: liveness.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(membership.clone().bootstrap_or_join(raft.clone(), stop_rx.clone()));
     tokio::spawn(membership.clone().reconcile_voters(raft.clone(), stop_rx.clone()));
-    tokio::spawn(leader::run(core.clone(), clock.clone(), stop_rx.clone()));
-    tokio::spawn(node::write_reports(core.clone(), reports, clock.clone()));
+    let rounds = leader::Leader {
+        store: store.clone(),
+        link: link.clone(),
+        liveness: liveness.clone(),
+        timing: config.timing.clone(),
+        clock: clock.clone(),
+    };
+    tokio::spawn(leader::run(rounds, stop_rx.clone()));
+    tokio::spawn(node::write_reports(side.clone(), reports, clock.clone()));
     {
-        let (core, agent, stop_rx, clock) = (core.clone(), agent.clone(), stop_rx.clone(), clock.clone());
+        let (side, agent, stop_rx, clock) = (side.clone(), agent.clone(), stop_rx.clone(), clock.clone());
         tokio::spawn(async move {
             // No Pod runs until a leader with a lease answers and this
             // replica has caught up (see `node::heartbeat_loop`).
             agent.fence().await;
             // The Node must exist before Pods can be bound to it; retry
             // until a leader accepts it.
-            while let Err(e) = node::register(&core, &capabilities, clock.as_ref()).await {
+            while let Err(e) = node::register(&side, &capabilities, clock.as_ref()).await {
                 tracing::warn!("{e}");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            tokio::spawn(node::heartbeat_loop(core.clone(), agent.clone(), stop_rx.clone()));
-            node::feed_agent(core, agent, stop_rx).await;
+            tokio::spawn(node::heartbeat_loop(side.clone(), agent.clone(), stop_rx.clone()));
+            node::feed_agent(side, agent, stop_rx).await;
         });
     }
 
     if config.faults.signals {
-        tokio::spawn(isolate_on_signals(core.channels.clone()));
+        tokio::spawn(isolate_on_signals(channels.clone()));
     }
     tracing::info!(id = config.id, listen = %config.listen, cluster = %config.cluster, data_dir = %data_dir.display(), "peer started");
     let shutdown = async move {
         shutdown.await;
         let _ = closing_tx.send(true);
     };
-    let transport = TransportService::new(raft.clone(), link, core.proposer.clone(), membership, closing);
+    let objects = api::ObjectsService {
+        store: store.clone(),
+        proposer: proposer.clone(),
+        link: link.clone(),
+        clock: clock.clone(),
+        closing: closing.clone(),
+    };
+    let cluster = api::ClusterService {
+        id: config.id,
+        raft: raft.clone(),
+        store: store.clone(),
+        link: link.clone(),
+        channels: channels.clone(),
+        membership: membership.clone(),
+        max_voters: config.max_voters,
+        silence_limit: std::time::Duration::from_millis(config.timing.election_timeout_max_ms * 2),
+    };
+    let nodes = nodes::NodesService {
+        id: config.id,
+        node_name: config.node_name(),
+        advertised_addr: config.advertised_addr(),
+        store,
+        liveness,
+        membership: membership.clone(),
+        channels,
+        agent: agent.clone(),
+        closing: closing.clone(),
+    };
+    let transport = TransportService::new(raft.clone(), link, proposer, membership, closing);
     let served = tonic::transport::Server::builder()
         .add_service(
             RaftTransportServer::new(transport)
@@ -342,12 +364,12 @@ where
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
         .add_service(
-            ObjectsServer::new(api::ObjectsService { core: core.clone() })
+            ObjectsServer::new(objects)
                 .max_decoding_message_size(MAX_CLIENT_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_CLIENT_REPLY_BYTES),
         )
-        .add_service(ClusterServer::new(api::ClusterService { core: core.clone() }))
-        .add_service(NodesServer::new(nodes::NodesService { core: core.clone() }))
+        .add_service(ClusterServer::new(cluster))
+        .add_service(NodesServer::new(nodes))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     tracing::info!("stopping");

@@ -21,9 +21,30 @@ use flotilla_runtime::Capabilities;
 use flotilla_store::{ObjectKey, Op, Precondition, WriteError};
 use tokio::sync::{mpsc, watch};
 
-use crate::PeerCore;
+use flotilla_control::objects;
+
+use flotilla_raft::StoreHandle;
+use flotilla_raft::membership::ClusterMembership;
+use flotilla_raft::network::Channels;
+use flotilla_raft::proposer::{LeaderLink, Proposer};
+
 use crate::clock::Clock;
-use crate::objects;
+use crate::config::{NodeConfig, PeerConfig};
+use crate::leader::Liveness;
+use crate::{Random, changes};
+
+/// What the node side needs of the peer.
+pub struct NodeSide {
+    pub id: u64,
+    pub config: PeerConfig,
+    pub store: StoreHandle,
+    pub proposer: Proposer,
+    pub link: LeaderLink,
+    pub channels: Channels,
+    pub membership: Arc<ClusterMembership>,
+    /// Answers this peer's own heartbeats while it leads.
+    pub liveness: Arc<Liveness>,
+}
 
 /// Reports written in one proposal at most.
 const MAX_REPORTS_PER_WRITE: usize = 256;
@@ -34,52 +55,52 @@ const MAX_WRITE_ATTEMPTS: usize = 5;
 
 /// Registers (or refreshes) this peer's Node: capacity, labels, addresses
 /// and what its runtime cannot enforce. A cordon set by a user is kept.
-pub async fn register(core: &PeerCore, capabilities: &Capabilities, clock: &dyn Clock) -> Result<(), String> {
-    let name = core.config.node_name();
+pub async fn register(side: &NodeSide, capabilities: &Capabilities, clock: &dyn Clock) -> Result<(), String> {
+    let name = side.config.node_name();
     let key = ObjectKey::new("Node", "", name.clone());
-    let (cpu_millis, memory_bytes) = machine_capacity(&core.config.node);
+    let (cpu_millis, memory_bytes) = machine_capacity(&side.config.node);
     for _ in 0..MAX_WRITE_ATTEMPTS {
-        let live = core.store.read(|s| s.get(&key).cloned());
+        let live = side.store.read(|s| s.get(&key).cloned());
         let mut node: Node = live.as_ref().and_then(|o| serde_json::from_str(&o.json).ok()).unwrap_or_default();
         node.api_version = Kind::Node.api_version().into();
         node.kind = Kind::Node.name().into();
         node.metadata.name = name.clone();
-        node.metadata.labels.extend(core.config.node.labels.clone());
+        node.metadata.labels.extend(side.config.node.labels.clone());
         node.metadata.labels.insert(HOSTNAME_LABEL.into(), name.clone());
         node.metadata.labels.insert(OS_LABEL.into(), "linux".into());
-        node.metadata.annotations.insert(PEER_ADDRESS_ANNOTATION.into(), core.config.advertised_addr());
+        node.metadata.annotations.insert(PEER_ADDRESS_ANNOTATION.into(), side.config.advertised_addr());
         let now = clock.now_unix_ms();
         let status = node.status.get_or_insert_with(NodeStatus::default);
         let resources = BTreeMap::from([
             ("cpu".to_string(), Quantity(format!("{cpu_millis}m"))),
             ("memory".to_string(), Quantity(memory_bytes.to_string())),
-            ("pods".to_string(), Quantity(core.config.node.max_pods.to_string())),
+            ("pods".to_string(), Quantity(side.config.node.max_pods.to_string())),
         ]);
         status.capacity = resources.clone();
         status.allocatable = resources;
         status.addresses = vec![
-            NodeAddress { type_: "InternalIP".into(), address: core.config.listen.ip().to_string() },
+            NodeAddress { type_: "InternalIP".into(), address: side.config.listen.ip().to_string() },
             NodeAddress { type_: "Hostname".into(), address: name.clone() },
         ];
         // Readiness after a restart is the lifecycle controller's call, made
         // on heartbeats: a node it declared lost must not look Ready early.
         if live.is_none() {
-            objects::set_condition(&mut status.conditions, "Ready", "True", "KubeletReady", "flotilla peer is posting heartbeats", now);
+            flotilla_controllers::set_condition(&mut status.conditions, "Ready", "True", "KubeletReady", "flotilla peer is posting heartbeats".into(), now);
         }
         let (isolated, message) = if capabilities.limitations.is_empty() {
-            ("True", format!("{} runtime enforces isolation and limits", core.config.node.runtime))
+            ("True", format!("{} runtime enforces isolation and limits", side.config.node.runtime))
         } else {
             ("False", capabilities.limitations.join(" "))
         };
-        objects::set_condition(&mut status.conditions, "RuntimeIsolation", isolated, "", &message, now);
+        flotilla_controllers::set_condition(&mut status.conditions, "RuntimeIsolation", isolated, "", message, now);
         let precondition = live.as_ref().map_or(Precondition::MustNotExist, |o| Precondition::Revision(o.mod_revision));
         let op = Op::Put {
             key: key.clone(),
             object: serde_json::to_string(&node).expect("API types serialize"),
             precondition,
-            uid: objects::new_uid(),
+            uid: objects::new_uid(&Random),
         };
-        match core.proposer.propose(vec![op]).await {
+        match side.proposer.propose(vec![op]).await {
             Ok(mut r) => match r.pop().expect("one result per op") {
                 Ok(_) => return Ok(()),
                 Err(WriteError::Conflict { .. } | WriteError::AlreadyExists { .. }) => continue,
@@ -95,7 +116,7 @@ pub async fn register(core: &PeerCore, capabilities: &Capabilities, clock: &dyn 
 }
 
 /// CPU and memory from the configuration, or what this machine has.
-fn machine_capacity(node: &crate::config::NodeConfig) -> (u64, u64) {
+fn machine_capacity(node: &NodeConfig) -> (u64, u64) {
     let cpu = if node.cpu_millis > 0 {
         node.cpu_millis
     } else {
@@ -128,10 +149,10 @@ enum Heard {
 ///
 /// One task owns the fence, so a deadline and a late answer due together
 /// (a frozen machine thawing) are decided in one place, deadline first.
-pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let interval = Duration::from_millis(core.config.timing.node_heartbeat_ms);
-    let node_name = core.config.node_name();
-    let mut fence = Fence::new(Duration::from_millis(core.config.timing.fence_after_ms));
+pub async fn heartbeat_loop(side: Arc<NodeSide>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(side.config.timing.node_heartbeat_ms);
+    let node_name = side.config.node_name();
+    let mut fence = Fence::new(Duration::from_millis(side.config.timing.fence_after_ms));
     let (heard_tx, mut heard) = mpsc::unbounded_channel::<Heard>();
     let mut next_beat = Instant::now() + interval;
     let mut beating = false;
@@ -163,10 +184,10 @@ pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: wa
                 // sent a pile of them.
                 if !beating {
                     beating = true;
-                    let (core, node_name, heard_tx) = (core.clone(), node_name.clone(), heard_tx.clone());
+                    let (side, node_name, heard_tx) = (side.clone(), node_name.clone(), heard_tx.clone());
                     tokio::spawn(async move {
                         let sent = Instant::now();
-                        let answered = match tokio::time::timeout(interval * 2, send_heartbeat(&core, &node_name)).await {
+                        let answered = match tokio::time::timeout(interval * 2, send_heartbeat(&side, &node_name)).await {
                             Ok(Ok(())) => true,
                             Ok(Err(e)) => {
                                 tracing::trace!("heartbeat: {e}");
@@ -193,16 +214,16 @@ pub async fn heartbeat_loop(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: wa
                     agent.fence().await;
                 }
                 Step::CatchUp { sent } => {
-                    let (core, node_name, heard_tx) = (core.clone(), node_name.clone(), heard_tx.clone());
+                    let (side, node_name, heard_tx) = (side.clone(), node_name.clone(), heard_tx.clone());
                     tokio::spawn(async move {
-                        let result = caught_up(&core, &node_name).await;
+                        let result = caught_up(&side, &node_name).await;
                         let _ = heard_tx.send(Heard::CaughtUp { sent: Instant::from_std(sent), result });
                     });
                 }
                 Step::Unfence => {
                     tracing::info!("a leader answers and this replica has caught up: Pods may run");
                     agent.unfence();
-                    agent.sync(core.store.read(|s| desired_pods(s, &node_name)));
+                    agent.sync(side.store.read(|s| desired_pods(s, &node_name)));
                 }
             }
         }
@@ -225,14 +246,14 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 /// leader had appended, so it knows of every replacement, decided or
 /// committed, and the leader has not declared this node lost (it writes
 /// Ready again only after a fresh heartbeat).
-async fn caught_up(core: &PeerCore, node_name: &str) -> Result<(), String> {
-    let index = core.link.appended_index().await.map_err(|e| e.to_string())?;
-    tokio::time::timeout(Duration::from_secs(5), core.store.wait_applied(index))
+async fn caught_up(side: &NodeSide, node_name: &str) -> Result<(), String> {
+    let index = side.link.appended_index().await.map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(5), side.store.wait_applied(index))
         .await
         .map_err(|_| format!("this replica has not applied index {index} yet"))?;
     let key = ObjectKey::new("Node", "", node_name);
-    let lost = core.store.read(|s| {
-        s.get(&key).and_then(|o| serde_json::from_str::<Node>(&o.json).ok()).is_some_and(|n| objects::node_is_lost(&n))
+    let lost = side.store.read(|s| {
+        s.get(&key).and_then(|o| serde_json::from_str::<Node>(&o.json).ok()).is_some_and(|n| flotilla_controllers::node_lost(&n))
     });
     if lost {
         return Err(format!("node {node_name} is still marked lost"));
@@ -240,30 +261,30 @@ async fn caught_up(core: &PeerCore, node_name: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn send_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
-    let (leader, addr) = core.link.leader().await.ok_or("no leader known")?;
-    if leader == core.id {
-        return crate::nodes::accept_heartbeat(core, node_name);
+async fn send_heartbeat(side: &NodeSide, node_name: &str) -> Result<(), String> {
+    let (leader, addr) = side.link.leader().await.ok_or("no leader known")?;
+    if leader == side.id {
+        return side.liveness.answer(node_name).map(|_| ());
     }
-    let channel = core.channels.get(&addr).map_err(|e| e.to_string())?;
+    let channel = side.channels.get(&addr).map_err(|e| e.to_string())?;
     let mut client = NodesClient::new(channel);
     let mut request = tonic::Request::new(HeartbeatRequest {
-        cluster_id: core.membership.identity.get(),
-        peer_id: core.id,
+        cluster_id: side.membership.identity.get(),
+        peer_id: side.id,
         node_name: node_name.to_string(),
     });
-    request.set_timeout(Duration::from_millis(core.config.timing.node_heartbeat_ms * 2));
+    request.set_timeout(Duration::from_millis(side.config.timing.node_heartbeat_ms * 2));
     client.heartbeat(request).await.map(|_| ()).map_err(|s| s.message().to_string())
 }
 
 /// Keeps the agent's desired set equal to the Pods bound to this node,
 /// recomputed after every applied change that touches Pods or ConfigMaps.
-pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
-    let node_name = core.config.node_name();
-    let (_, mut events, _) = core.store.subscribe(None, 0);
+pub async fn feed_agent(side: Arc<NodeSide>, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let node_name = side.config.node_name();
+    let (_, mut events, _) = side.store.subscribe(None, 0);
     let mut last: Option<Vec<(String, String)>> = None;
     loop {
-        let desired = core.store.read(|s| desired_pods(s, &node_name));
+        let desired = side.store.read(|s| desired_pods(s, &node_name));
         // Only the identity and revision matter for "changed".
         let fingerprint: Vec<(String, String)> =
             desired.iter().map(|d| (d.pod.metadata.uid.clone(), d.pod.metadata.resource_version.clone())).collect();
@@ -274,7 +295,7 @@ pub async fn feed_agent(core: Arc<PeerCore>, agent: Arc<Agent>, mut stop: watch:
         tokio::select! {
             _ = stop.changed() => return,
             // Only Pods and ConfigMaps change what this node runs.
-            changed = objects::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap", |_| {}) => {
+            changed = changes::next_change(&mut events, |kind| kind == "Pod" || kind == "ConfigMap", |_| {}) => {
                 if !changed {
                     return;
                 }
@@ -288,7 +309,7 @@ fn desired_pods(store: &flotilla_store::ObjectStore, node_name: &str) -> Vec<Des
     let pods = store.pods_on_node(node_name).filter_map(|(_, o)| serde_json::from_str::<Pod>(&o.json).ok());
     // A Pod declared lost has been replaced: it must not run here again.
     pods.filter(|p| p.spec.node_name == node_name)
-        .filter(|p| p.status.as_ref().is_none_or(|s| s.reason != objects::NODE_LOST_REASON))
+        .filter(|p| p.status.as_ref().is_none_or(|s| s.reason != flotilla_controllers::NODE_LOST))
         .map(|pod| {
             let config_maps = config_maps_of(store, &pod);
             DesiredPod { pod, config_maps }
@@ -319,7 +340,7 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
 /// leave the Pod's status stale for good. Pending statuses are keyed by
 /// uid (at most one per Pod on this node) and retried on a timer, after
 /// catching up with the leader when they lost a race.
-pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
+pub async fn write_reports(side: Arc<NodeSide>, mut reports: mpsc::Receiver<Report>, clock: Arc<dyn Clock>) {
     let mut batch = Vec::with_capacity(MAX_REPORTS_PER_WRITE);
     let mut pending: BTreeMap<String, StatusUpdate> = BTreeMap::new();
     let mut stopped: BTreeMap<String, ObjectKey> = BTreeMap::new();
@@ -335,8 +356,8 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
         }
         if behind {
             // Conflicts mean this replica lags the write that beat us.
-            if let Ok(index) = core.link.read_index().await {
-                let _ = tokio::time::timeout(STATUS_RETRY_INTERVAL, core.store.wait_applied(index)).await;
+            if let Ok(index) = side.link.read_index().await {
+                let _ = tokio::time::timeout(STATUS_RETRY_INTERVAL, side.store.wait_applied(index)).await;
             }
         }
         let now = clock.now_unix_ms();
@@ -355,7 +376,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                         name: e.pod,
                         uid: e.uid,
                     };
-                    round.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now));
+                    round.push(objects::event_op(involved, &e.reason, &e.message, e.warning, "flotilla-agent", now, &Random));
                 }
                 Report::Stopped { namespace, name, uid } => {
                     stopped.insert(uid, ObjectKey::new("Pod", namespace, name));
@@ -364,7 +385,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
         }
         // Stopped Pods are removed like statuses are written: kept until
         // the removal lands or the object is no longer that Pod.
-        core.store.read(|s| {
+        side.store.read(|s| {
             stopped.retain(|uid, key| {
                 let Some(o) = s.get(key) else { return false };
                 let ours = serde_json::from_str::<Pod>(&o.json)
@@ -375,14 +396,14 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
                 ours
             })
         });
-        core.store.read(|s| {
+        side.store.read(|s| {
             pending.retain(|_, update| {
                 let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
                 let Some(o) = s.get(&key) else { return false };
                 let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { return false };
                 // Gone, already written, or declared lost (its replacement
                 // may already run elsewhere, and this node stops it).
-                let lost = pod.status.as_ref().is_some_and(|st| st.reason == objects::NODE_LOST_REASON);
+                let lost = pod.status.as_ref().is_some_and(|st| st.reason == flotilla_controllers::NODE_LOST);
                 // Succeeded and Failed are final: Jobs have counted them. A
                 // status from before the end (retried late) or from a rerun
                 // after a restart must not take it back.
@@ -403,7 +424,7 @@ pub async fn write_reports(core: Arc<PeerCore>, mut reports: mpsc::Receiver<Repo
         });
         behind = false;
         for chunk in round.chunks(MAX_REPORTS_PER_WRITE) {
-            match core.proposer.propose(chunk.to_vec()).await {
+            match side.proposer.propose(chunk.to_vec()).await {
                 Ok(results) => {
                     for (op, result) in chunk.iter().zip(&results) {
                         if let (Op::Delete { key, .. }, Err(e)) = (op, result) {

@@ -6,20 +6,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_agent::Agent;
 use flotilla_api::{Node, Pod};
-use openraft::Instant as _;
-use openraft::async_runtime::WatchReceiver as _;
+use flotilla_raft::StoreHandle;
+use flotilla_raft::membership::ClusterMembership;
+use flotilla_raft::network::Channels;
 use flotilla_proto::node::nodes_client::NodesClient;
 use flotilla_proto::node::nodes_server::Nodes;
 use flotilla_proto::node::{ExecReply, ExecRequest, HeartbeatReply, HeartbeatRequest, LogsChunk, LogsRequest};
 use flotilla_store::ObjectKey;
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::PeerCore;
-use flotilla_fence::{LeaderView, lease};
 use flotilla_api::wellknown::PEER_ADDRESS_ANNOTATION;
+
+use crate::leader::Liveness;
 
 /// Marks a call one peer forwarded to another, which must serve it itself:
 /// two peers with stale views never bounce a call between them.
@@ -36,23 +38,18 @@ const FOLLOW_BUFFER: usize = 16;
 const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The Nodes service, with what it needs of the peer.
 pub struct NodesService {
-    pub core: Arc<PeerCore>,
-}
-
-/// The leader's side of a heartbeat: answered only while this peer leads
-/// with a lease it can prove (see [`flotilla_fence::lease`]), so no peer is told
-/// "keep running" by a deposed leader.
-pub fn accept_heartbeat(core: &PeerCore, node_name: &str) -> Result<(), String> {
-    let metrics = core.raft.metrics().borrow_watched().clone();
-    let view = LeaderView {
-        me: core.id,
-        leader: metrics.current_leader,
-        voters: metrics.membership_config.membership().voter_ids().collect(),
-        quorum_acked_ago: metrics.last_quorum_acked.map(|at| at.elapsed()),
-    };
-    lease(&view, Duration::from_millis(core.config.timing.election_timeout_min_ms)).map_err(|e| e.to_string())?;
-    core.liveness.accept(metrics.current_term, node_name).map_err(|e| e.to_string())
+    /// This peer's id, and the name of its node.
+    pub id: u64,
+    pub node_name: String,
+    pub advertised_addr: String,
+    pub store: StoreHandle,
+    pub liveness: Arc<Liveness>,
+    pub membership: Arc<ClusterMembership>,
+    pub channels: Channels,
+    pub agent: Arc<Agent>,
+    pub closing: watch::Receiver<bool>,
 }
 
 impl NodesService {
@@ -62,7 +59,6 @@ impl NodesService {
         let namespace = if namespace.is_empty() { "default" } else { namespace };
         let key = ObjectKey::new("Pod", namespace, name);
         let pod: Pod = self
-            .core
             .store
             .read(|s| s.get(&key).map(|o| o.json.clone()))
             .and_then(|j| serde_json::from_str(&j).ok())
@@ -70,12 +66,11 @@ impl NodesService {
         if pod.spec.node_name.is_empty() {
             return Err(Status::failed_precondition(format!("pod {namespace}/{name} is not scheduled to a node yet")));
         }
-        if pod.spec.node_name == self.core.config.node_name() {
+        if pod.spec.node_name == self.node_name {
             return Ok((pod, None));
         }
         let node_key = ObjectKey::new("Node", "", pod.spec.node_name.clone());
         let addr = self
-            .core
             .store
             .read(|s| s.get(&node_key).map(|o| o.json.clone()))
             .and_then(|j| serde_json::from_str::<Node>(&j).ok())
@@ -85,10 +80,10 @@ impl NodesService {
     }
 
     fn client(&self, addr: &str) -> Result<NodesClient<tonic::transport::Channel>, Status> {
-        if addr == self.core.config.advertised_addr() {
+        if addr == self.advertised_addr {
             return Err(Status::unavailable(format!("this peer's node is not the Pod's, yet {addr} is this peer")));
         }
-        let channel = self.core.channels.get(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        let channel = self.channels.get(addr).map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(NodesClient::new(channel).max_decoding_message_size(MAX_FORWARDED_REPLY_BYTES))
     }
 }
@@ -115,13 +110,12 @@ fn agent_status(e: flotilla_agent::AgentError) -> Status {
 impl Nodes for NodesService {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
         let req = request.into_inner();
-        if self.core.channels.isolated() {
+        if self.channels.isolated() {
             return Err(Status::unavailable("this peer is cut off from the others (fault injection)"));
         }
-        self.core.membership.accept_cluster(&req.cluster_id).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        accept_heartbeat(&self.core, &req.node_name).map_err(Status::unavailable)?;
-        let metrics = self.core.raft.metrics().borrow_watched().clone();
-        Ok(Response::new(HeartbeatReply { leader_id: self.core.id, term: metrics.current_term }))
+        self.membership.accept_cluster(&req.cluster_id).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let term = self.liveness.answer(&req.node_name).map_err(Status::unavailable)?;
+        Ok(Response::new(HeartbeatReply { leader_id: self.id, term }))
     }
 
     type LogsStream = Pin<Box<dyn Stream<Item = Result<LogsChunk, Status>> + Send>>;
@@ -132,9 +126,9 @@ impl Nodes for NodesService {
         if let Some(addr) = remote {
             let forwarded = forward(&request, req, None)?;
             let stream = self.client(&addr)?.logs(forwarded).await?.into_inner();
-            return Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, stream))));
+            return Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.closing, stream))));
         }
-        let agent = self.core.agent.clone();
+        let agent = self.agent.clone();
         let uid = pod.metadata.uid.clone();
         let tail = (req.tail_lines > 0).then_some(req.tail_lines as usize);
         let data = agent.logs(&uid, &req.container, req.previous, tail).await.map_err(agent_status)?;
@@ -169,7 +163,7 @@ impl Nodes for NodesService {
             }
         });
         let chunks = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.core.closing, chunks))))
+        Ok(Response::new(Box::pin(flotilla_raft::until_closing(&self.closing, chunks))))
     }
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecReply>, Status> {
@@ -188,7 +182,6 @@ impl Nodes for NodesService {
             return self.client(&addr)?.exec(forwarded).await;
         }
         let out = self
-            .core
             .agent
             .exec(&pod.metadata.uid, &req.container, &req.command, timeout)
             .await

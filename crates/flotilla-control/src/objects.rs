@@ -1,18 +1,17 @@
 //! Typed views of the applied store and the small write helpers the
-//! leader loop and the node share.
+//! leader's round, the API and the node share.
+
+use std::collections::BTreeMap;
 
 use flotilla_api::cluster::{Event, EventSource, ObjectReference};
-use flotilla_api::pod::Condition;
-use flotilla_api::{Kind, Node, Object, Pod};
+use flotilla_api::{Kind, Object, Pod};
 use flotilla_store::{ObjectKey, ObjectStore, Op, Precondition};
-use flotilla_raft::AppliedEvent;
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
+use serde_json::Value;
 
-pub use flotilla_api::time::format_rfc3339 as rfc3339;
+use crate::Entropy;
 
-/// The reason a lost node's condition and its Pods carry.
-pub const NODE_LOST_REASON: &str = "NodeLost";
+use flotilla_api::time::format_rfc3339 as rfc3339;
 
 /// Every object of `kind`, decoded; objects that do not decode (written
 /// through the raw Put API) are skipped rather than stopping the leader.
@@ -55,37 +54,18 @@ pub fn reference(object: &Object) -> ObjectReference {
     }
 }
 
-/// Whether the lifecycle controller has declared this node lost.
-pub fn node_is_lost(node: &Node) -> bool {
-    node.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == NODE_LOST_REASON))
-}
-
-/// Sets a condition, moving its transition time only when its status
-/// changes, as Kubernetes does.
-pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: &str, reason: &str, message: &str, now: u64) {
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.status = status.into();
-                c.last_transition_time = Some(rfc3339(now));
-            }
-            c.reason = reason.into();
-            c.message = message.into();
-        }
-        None => conditions.push(Condition {
-            type_: type_.into(),
-            status: status.into(),
-            last_transition_time: Some(rfc3339(now)),
-            reason: reason.into(),
-            message: message.into(),
-        }),
-    }
-}
-
 /// A new Event about `involved`. Its name follows Kubernetes'
 /// `<object>.<unique suffix>`.
-pub fn event_op(involved: ObjectReference, reason: &str, message: &str, warning: bool, component: &str, now: u64) -> Op {
-    let uid = new_uid();
+pub fn event_op(
+    involved: ObjectReference,
+    reason: &str,
+    message: &str,
+    warning: bool,
+    component: &str,
+    now: u64,
+    entropy: &dyn Entropy,
+) -> Op {
+    let uid = new_uid(entropy);
     let namespace = if involved.namespace.is_empty() { "default".to_string() } else { involved.namespace.clone() };
     let name = format!("{}.{}", involved.name, &uid[..8]);
     let mut event = Event {
@@ -111,37 +91,27 @@ pub fn event_op(involved: ObjectReference, reason: &str, message: &str, warning:
     }
 }
 
-/// Waits for an applied change to an object of a kind `relevant` accepts
-/// (or for anything a watcher must treat as a change: a snapshot install,
-/// lagging behind). `seen` is shown every event received on the way, or
-/// `None` when some were missed. False when the store is gone.
-pub async fn next_change(
-    events: &mut broadcast::Receiver<AppliedEvent>,
-    relevant: impl Fn(&str) -> bool,
-    mut seen: impl FnMut(Option<&AppliedEvent>),
-) -> bool {
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                seen(Some(&event));
-                match &event {
-                    AppliedEvent::Changes(changes) if !changes.iter().any(|e| relevant(&e.key.kind)) => {}
-                    _ => return true,
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                seen(None);
-                return true;
-            }
-            Err(broadcast::error::RecvError::Closed) => return false,
-        }
-    }
+/// The labels of a stored object; none when it does not decode.
+pub fn labels_of(json: &str) -> BTreeMap<String, String> {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| v.pointer("/metadata/labels").cloned())
+        .and_then(|l| serde_json::from_value(l).ok())
+        .unwrap_or_default()
+}
+
+/// The uid of a stored object; empty when it has none.
+pub fn uid_of(json: &str) -> String {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|v| v.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// A fresh object uid, random like Kubernetes' (UUID version 4 layout).
-pub fn new_uid() -> String {
+pub fn new_uid(entropy: &dyn Entropy) -> String {
     let mut b = [0u8; 16];
-    flotilla_raft::entropy::fill(&mut b);
+    entropy.fill(&mut b);
     let v = u128::from_be_bytes(b) & !(0xf000 << 64) & !(0xc000 << 48) | (0x4000 << 64) | (0x8000 << 48);
     let h = format!("{v:032x}");
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
