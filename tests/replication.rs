@@ -159,7 +159,8 @@ async fn a_restarted_peer_keeps_its_state_without_rebootstrapping() {
     let mut c = cluster.client(2).await;
     c.put(key("ConfigMap", "default", "kept"), config_map("yes"), Expect::Absent).await.unwrap();
     for id in 1..=3 {
-        assert_eq!(cluster.stop(id), Some(0), "peer {id} stops cleanly on SIGTERM");
+        let stopped = cluster.stop(id);
+        assert_eq!(stopped, Some(0), "peer {id} stops cleanly on SIGTERM:\n{}", cluster.logs_tail());
     }
     for id in 1..=3 {
         cluster.restart(id);

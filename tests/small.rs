@@ -124,6 +124,13 @@ async fn a_one_peer_cluster_keeps_its_node_ready_and_its_pods_running_across_res
         apply(&cluster, 1, &recorders(&dir, 3));
         let rec = |p: &[Value]| running(p).iter().filter(|p| name(p).starts_with("rec-")).count();
         wait_pods(&cluster, 1, "three recorders running", SETTLE, |p| rec(p) == 3).await;
+        // Running says the process began, not that its shell has written
+        // its mark yet.
+        let deadline = Instant::now() + SETTLE;
+        while starts(&dir).len() < 3 {
+            assert!(Instant::now() < deadline, "round {round}: starts before the restart {:?}", starts(&dir));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(cluster.stop(1), Some(0), "round {round}: the peer stops cleanly");
         cluster.restart(1);
         cluster.wait_leader(FORM).await;

@@ -43,6 +43,10 @@ impl Inner {
                 .flatten()
             {
                 let path = file.path();
+                // A record half-written when the peer died is not one.
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
                 let Some(mut record) = read_json::<ContainerRecord>(&path) else {
                     continue;
                 };

@@ -57,7 +57,12 @@ impl ContainerRecord {
 }
 
 pub(super) fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    // A name of this write's own: two writers of one record (a container's
+    // waiter and a runtime adopting it after a restart) must not rename
+    // each other's half-written file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("json.{}.{n}.tmp", std::process::id()));
     std::fs::write(
         &tmp,
         serde_json::to_vec_pretty(value).map_err(io::Error::other)?,
