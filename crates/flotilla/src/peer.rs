@@ -12,17 +12,24 @@ pub struct PeerArgs {
 }
 
 pub async fn run(args: PeerArgs, log_json: bool) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let config = PeerConfig::load(&args.config)?;
     crate::init_logging(log_json || config.log.json);
-    flotilla_peer::run(config, shutdown_signal()).await.context("peer failed")
+    flotilla_peer::run(config, shutdown).await.context("peer failed")
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed
+/// here, at once: a signal while the peer is still starting is kept and
+/// stops it cleanly as soon as it serves, rather than killing it
+/// mid-write.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }
