@@ -8,6 +8,8 @@
 //!   makes it so.
 //! - [`delete`]: graceful deletion of Pods that may be running, and the
 //!   ownership a cascading delete follows.
+//! - [`reports`]: what a node's reports become: a Pod's status written,
+//!   a stopped Pod removed.
 //! - [`objects`]: typed reads of the store and the write helpers the
 //!   others share (keys, events, uids).
 //!
@@ -18,6 +20,7 @@
 pub mod apply;
 pub mod delete;
 pub mod objects;
+pub mod reports;
 pub mod round;
 pub mod view;
 

@@ -22,6 +22,7 @@ use flotilla_store::{ObjectKey, Op, Precondition, WriteError};
 use tokio::sync::{mpsc, watch};
 
 use flotilla_control::objects;
+use flotilla_control::reports::{self, StatusWrite};
 
 use flotilla_raft::StoreHandle;
 use flotilla_raft::membership::ClusterMembership;
@@ -330,6 +331,35 @@ fn config_maps_of(store: &flotilla_store::ObjectStore, pod: &Pod) -> BTreeMap<St
         .collect()
 }
 
+/// Turns what is pending into this round's writes (see
+/// [`flotilla_control::reports`]), forgetting what will never need one.
+fn pending_writes(
+    store: &StoreHandle,
+    stopped: &mut BTreeMap<String, ObjectKey>,
+    pending: &mut BTreeMap<String, StatusUpdate>,
+    round: &mut Vec<Op>,
+) {
+    store.read(|s| {
+        stopped.retain(|uid, key| match reports::stopped_removal(key, s.get(key), uid) {
+            Some(op) => {
+                round.push(op);
+                true
+            }
+            None => false,
+        });
+        pending.retain(|_, update| {
+            let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
+            match reports::status_write(&key, s.get(&key), &update.uid, &update.status) {
+                StatusWrite::Write(op) => {
+                    round.push(op);
+                    true
+                }
+                StatusWrite::Drop => false,
+            }
+        });
+    });
+}
+
 /// Writes the agent's reports through the leader, many per proposal:
 /// statuses onto their Pods (compare-and-set), events as Event objects,
 /// and the removal of Pods the agent stopped after a graceful delete.
@@ -385,43 +415,7 @@ pub async fn write_reports(side: Arc<NodeSide>, mut reports: mpsc::Receiver<Repo
         }
         // Stopped Pods are removed like statuses are written: kept until
         // the removal lands or the object is no longer that Pod.
-        side.store.read(|s| {
-            stopped.retain(|uid, key| {
-                let Some(o) = s.get(key) else { return false };
-                let ours = serde_json::from_str::<Pod>(&o.json)
-                    .is_ok_and(|p| p.metadata.uid == *uid && p.metadata.deletion_timestamp.is_some());
-                if ours {
-                    round.push(Op::Delete { key: key.clone(), precondition: Precondition::Revision(o.mod_revision) });
-                }
-                ours
-            })
-        });
-        side.store.read(|s| {
-            pending.retain(|_, update| {
-                let key = ObjectKey::new("Pod", update.namespace.clone(), update.name.clone());
-                let Some(o) = s.get(&key) else { return false };
-                let Ok(mut pod) = serde_json::from_str::<Pod>(&o.json) else { return false };
-                // Gone, already written, or declared lost (its replacement
-                // may already run elsewhere, and this node stops it).
-                let lost = pod.status.as_ref().is_some_and(|st| st.reason == flotilla_controllers::NODE_LOST);
-                // Succeeded and Failed are final: Jobs have counted them. A
-                // status from before the end (retried late) or from a rerun
-                // after a restart must not take it back.
-                let ended = pod.status.as_ref().is_some_and(|st| st.phase == "Succeeded" || st.phase == "Failed")
-                    && pod.status.as_ref().map(|st| &st.phase) != Some(&update.status.phase);
-                if pod.metadata.uid != update.uid || pod.status.as_ref() == Some(&update.status) || lost || ended {
-                    return false;
-                }
-                pod.status = Some(update.status.clone());
-                round.push(Op::Put {
-                    key,
-                    object: serde_json::to_string(&pod).expect("API types serialize"),
-                    precondition: Precondition::Revision(o.mod_revision),
-                    uid: String::new(),
-                });
-                true
-            })
-        });
+        pending_writes(&side.store, &mut stopped, &mut pending, &mut round);
         behind = false;
         for chunk in round.chunks(MAX_REPORTS_PER_WRITE) {
             match side.proposer.propose(chunk.to_vec()).await {
