@@ -66,12 +66,12 @@ pub fn plan(input: &RoundInput, entropy: &dyn Entropy) -> Round {
 /// `limit`.
 pub fn expire_events(events: &[Event], now: u64, limit: usize, entropy: &dyn Entropy) -> Vec<Op> {
     let expired = flotilla_controllers::expire_events(events, now, flotilla_controllers::EVENT_TTL_MS, flotilla_controllers::MAX_EVENTS, limit);
-    let empty = ClusterView { now_unix_ms: now, ..ClusterView::default() };
-    let index = Index::new(&empty);
-    expired.into_iter().filter_map(|a| action_op(a, &index, now, entropy)).collect()
+    // Events are never Pods: no deletion of theirs needs the view.
+    expired.into_iter().filter_map(|a| action_op(a, &Index::default(), now, entropy)).collect()
 }
 
 /// The view's Pods by namespace and name, and its Nodes by name.
+#[derive(Default)]
 struct Index<'a> {
     pods: BTreeMap<(&'a str, &'a str), &'a Pod>,
     nodes: BTreeMap<&'a str, &'a Node>,

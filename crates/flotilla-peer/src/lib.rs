@@ -281,7 +281,6 @@ where
         std::time::Duration::from_millis(config.timing.election_timeout_min_ms),
     ));
     let side = Arc::new(node::NodeSide {
-        id: config.id,
         config: config.clone(),
         store: store.clone(),
         proposer: proposer.clone(),

@@ -19,15 +19,13 @@ use flotilla_proto::node::HeartbeatRequest;
 use flotilla_proto::node::nodes_client::NodesClient;
 use flotilla_runtime::Capabilities;
 use flotilla_store::{ObjectKey, Op, Precondition, WriteError};
-use tokio::sync::{mpsc, watch};
-
 use flotilla_control::objects;
 use flotilla_control::reports::{self, StatusWrite};
-
 use flotilla_raft::StoreHandle;
 use flotilla_raft::membership::ClusterMembership;
 use flotilla_raft::network::Channels;
 use flotilla_raft::proposer::{LeaderLink, Proposer};
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::config::{NodeConfig, PeerConfig};
@@ -36,7 +34,6 @@ use crate::{Random, changes};
 
 /// What the node side needs of the peer.
 pub struct NodeSide {
-    pub id: u64,
     pub config: PeerConfig,
     pub store: StoreHandle,
     pub proposer: Proposer,
@@ -264,14 +261,14 @@ async fn caught_up(side: &NodeSide, node_name: &str) -> Result<(), String> {
 
 async fn send_heartbeat(side: &NodeSide, node_name: &str) -> Result<(), String> {
     let (leader, addr) = side.link.leader().await.ok_or("no leader known")?;
-    if leader == side.id {
+    if leader == side.config.id {
         return side.liveness.answer(node_name).map(|_| ());
     }
     let channel = side.channels.get(&addr).map_err(|e| e.to_string())?;
     let mut client = NodesClient::new(channel);
     let mut request = tonic::Request::new(HeartbeatRequest {
         cluster_id: side.membership.identity.get(),
-        peer_id: side.id,
+        peer_id: side.config.id,
         node_name: node_name.to_string(),
     });
     request.set_timeout(Duration::from_millis(side.config.timing.node_heartbeat_ms * 2));
